@@ -1,0 +1,301 @@
+"""Typed configuration of every component, with the released architecture as the default.
+
+Each component (motion auto-encoder, flow-matching transformer, audio encoder, speech emotion
+classifier) has its own frozen dataclass. The dataclass is the schema and the documentation: one
+comment per field. Presets are named factories (`float-512` is the released FLOAT model, `tiny` is
+for tests). Dictionaries (JSON, YAML) become configs through :func:`config_from_dict`, which rejects
+unknown keys and wrong nesting instead of silently ignoring typos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = [
+    "AudioEncoderConfig",
+    "EmotionConfig",
+    "FMTConfig",
+    "FloatConfig",
+    "MotionAEConfig",
+    "PRESETS",
+    "config_from_dict",
+    "config_to_dict",
+    "preset",
+    "wav2vec2_base_960h_config",
+    "wav2vec2_large_xlsr_emotion_config",
+]
+
+EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+# --------------------------------------------------------------------------------------------------
+# Component configs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MotionAEConfig:
+    """Motion latent auto-encoder (LIA-style encoder, orthonormal basis, flow-warping decoder)."""
+
+    size: int = 512  # image side in pixels (power of two, >= 8)
+    latent_dim: int = 512  # d: identity code w_{S->r} and motion latent w_{r->D} size
+    motion_dim: int = 20  # M: number of learned orthonormal motion directions
+    channel_base: int = 16384  # feature channels at resolution r: min(channel_max, channel_base // r)
+    channel_max: int = 512  # upper bound on feature channels
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)  # anti-aliasing FIR taps for up/down-sampling
+
+    def __post_init__(self) -> None:
+        log2 = self.size.bit_length() - 1
+        if self.size < 8 or (1 << log2) != self.size:
+            raise ValueError(f"motion_ae.size must be a power of two >= 8, got {self.size}")
+        if self.motion_dim > self.latent_dim:
+            raise ValueError(
+                f"motion_ae.motion_dim ({self.motion_dim}) cannot exceed latent_dim ({self.latent_dim})"
+            )
+
+    def channels(self, resolution: int) -> int:
+        """Feature channels at a given spatial resolution (shared by encoder and decoder)."""
+        return max(1, min(self.channel_max, self.channel_base // resolution))
+
+
+@dataclass(frozen=True)
+class FMTConfig:
+    """Flow-matching transformer (paper §4.2, Fig. 2)."""
+
+    latent_dim: int = 512  # d: motion latent size, input and output of the transformer
+    audio_dim: int = 512  # projected speech feature size per frame
+    num_emotions: int = 7  # emotion classes: angry, disgust, fear, happy, neutral, sad, surprise
+    hidden_dim: int = 1024  # h: transformer width
+    depth: int = 8  # number of transformer blocks
+    num_heads: int = 8  # attention heads (head dim = hidden_dim / num_heads)
+    mlp_ratio: float = 4.0  # MLP hidden width / hidden_dim
+    timestep_dim: int = 256  # sinusoidal frequency features of the flow time t
+    clip_frames: int = 50  # L: frames generated per window (2 s at 25 fps)
+    context_frames: int = 10  # L': previous frames carried into the next window
+    attention_window: int = 2  # T: frame i attends to frames j with |i - j| <= T
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"fmt.hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if self.clip_frames < 1 or self.context_frames < 0:
+            raise ValueError("fmt.clip_frames must be >= 1 and fmt.context_frames >= 0")
+        if self.context_frames > self.clip_frames:
+            raise ValueError("fmt.context_frames cannot exceed fmt.clip_frames")
+
+    @property
+    def sequence_frames(self) -> int:
+        """L' + L: the length the transformer attends over."""
+        return self.context_frames + self.clip_frames
+
+
+def wav2vec2_base_960h_config() -> dict[str, Any]:
+    """Architecture of `facebook/wav2vec2-base-960h` (the FLOAT speech encoder), as a HF config dict."""
+    return {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "feat_extract_norm": "group",
+        "feat_extract_activation": "gelu",
+        "conv_dim": [512] * 7,
+        "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+        "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+        "conv_bias": False,
+        "num_conv_pos_embeddings": 128,
+        "num_conv_pos_embedding_groups": 16,
+        "do_stable_layer_norm": False,
+        "mask_time_prob": 0.05,
+        "vocab_size": 32,
+    }
+
+
+def wav2vec2_large_xlsr_emotion_config() -> dict[str, Any]:
+    """Architecture of `r-f/wav2vec-english-speech-emotion-recognition` (XLSR-53 large backbone)."""
+    return {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "feat_extract_norm": "layer",
+        "feat_extract_activation": "gelu",
+        "conv_dim": [512] * 7,
+        "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+        "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+        "conv_bias": True,
+        "num_conv_pos_embeddings": 128,
+        "num_conv_pos_embedding_groups": 16,
+        "do_stable_layer_norm": True,
+        "mask_time_prob": 0.05,
+        "vocab_size": 33,
+    }
+
+
+def _tiny_wav2vec2_config(stable_layer_norm: bool) -> dict[str, Any]:
+    return {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "feat_extract_norm": "layer" if stable_layer_norm else "group",
+        "feat_extract_activation": "gelu",
+        "conv_dim": [16] * 7,
+        "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+        "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+        "conv_bias": stable_layer_norm,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 4,
+        "do_stable_layer_norm": stable_layer_norm,
+        "mask_time_prob": 0.05,
+        "vocab_size": 32,
+    }
+
+
+@dataclass(frozen=True)
+class AudioEncoderConfig:
+    """Speech features per video frame: wav2vec2 resampled to the frame rate, then projected."""
+
+    wav2vec2: dict[str, Any] = field(default_factory=wav2vec2_base_960h_config)  # HF Wav2Vec2Config
+    feature_dim: int = 512  # output size per frame (FMTConfig.audio_dim)
+    all_layers: bool = True  # concatenate every transformer layer's output; False: last layer only
+    fps: float = 25.0  # video frame rate the features are interpolated to
+    sample_rate: int = 16000  # expected waveform rate
+
+
+@dataclass(frozen=True)
+class EmotionConfig:
+    """Speech emotion classifier: wav2vec2, mean pooling over time, dense-tanh-linear head."""
+
+    wav2vec2: dict[str, Any] = field(default_factory=wav2vec2_large_xlsr_emotion_config)
+    labels: tuple[str, ...] = EMOTION_LABELS  # class order of the output logits
+
+
+@dataclass(frozen=True)
+class FloatConfig:
+    """The whole FLOAT model: four components that are saved and loaded separately."""
+
+    motion_ae: MotionAEConfig = field(default_factory=MotionAEConfig)
+    fmt: FMTConfig = field(default_factory=FMTConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    emotion: EmotionConfig = field(default_factory=EmotionConfig)
+
+    def __post_init__(self) -> None:
+        if self.fmt.latent_dim != self.motion_ae.latent_dim:
+            raise ValueError(
+                f"fmt.latent_dim ({self.fmt.latent_dim}) must equal motion_ae.latent_dim "
+                f"({self.motion_ae.latent_dim})"
+            )
+        if self.fmt.audio_dim != self.audio.feature_dim:
+            raise ValueError(
+                f"fmt.audio_dim ({self.fmt.audio_dim}) must equal audio.feature_dim ({self.audio.feature_dim})"
+            )
+        if self.fmt.num_emotions != len(self.emotion.labels):
+            raise ValueError(
+                f"fmt.num_emotions ({self.fmt.num_emotions}) must equal the number of emotion labels "
+                f"({len(self.emotion.labels)})"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------------
+
+
+def _float_512() -> FloatConfig:
+    return FloatConfig()
+
+
+def _tiny() -> FloatConfig:
+    return FloatConfig(
+        motion_ae=MotionAEConfig(size=32, latent_dim=32, motion_dim=4, channel_base=256, channel_max=16),
+        fmt=FMTConfig(
+            latent_dim=32,
+            audio_dim=16,
+            hidden_dim=32,
+            depth=2,
+            num_heads=2,
+            timestep_dim=16,
+            clip_frames=8,
+            context_frames=2,
+            attention_window=1,
+        ),
+        audio=AudioEncoderConfig(wav2vec2=_tiny_wav2vec2_config(False), feature_dim=16),
+        emotion=EmotionConfig(wav2vec2=_tiny_wav2vec2_config(True)),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], FloatConfig]] = {"float-512": _float_512, "tiny": _tiny}
+
+
+def preset(name: str) -> FloatConfig:
+    """Return a named preset (`float-512`: the released model; `tiny`: for tests)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# dict <-> dataclass
+# --------------------------------------------------------------------------------------------------
+
+C = TypeVar("C")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain JSON-able dict of a config dataclass (tuples become lists)."""
+    return json_ready(dataclasses.asdict(config))
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any], *, where: str = "") -> C:
+    """Build dataclass `cls` from `data`; unknown keys raise ValueError naming them."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config {where or cls.__name__} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {', '.join((where + '.' if where else '') + k for k in unknown)}; "
+            f"valid keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(hint, value, where=where)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config {where} must be a list, got {value!r}")
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, bool, str) and not isinstance(value, hint):
+        raise ValueError(f"config {where} must be {hint.__name__}, got {value!r}")
+    return value
