@@ -75,7 +75,7 @@ _RECOMPUTED_SUFFIXES = (".kernel", "alignment_mask")
 _POS_EMBED_KEY = "fmt.pos_embed"
 
 # Older transformers / HF checkpoint files store the positional conv's weight norm as weight_g/v.
-_LEGACY_RENAMES = {
+LEGACY_RENAMES = {
     "pos_conv_embed.conv.weight_g": "pos_conv_embed.conv.parametrizations.weight.original0",
     "pos_conv_embed.conv.weight_v": "pos_conv_embed.conv.parametrizations.weight.original1",
 }
@@ -283,7 +283,7 @@ def convert_original_state_dict(state: Mapping[str, Tensor]) -> dict[str, dict[s
         for prefix, component in ORIGINAL_PREFIXES.items():
             if key.startswith(prefix):
                 sub = key[len(prefix) :]
-                for old, new in _LEGACY_RENAMES.items():
+                for old, new in LEGACY_RENAMES.items():
                     if sub.endswith(old):
                         sub = sub[: -len(old)] + new
                 out[component][sub] = value

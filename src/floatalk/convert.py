@@ -1,0 +1,139 @@
+"""Convert the original FLOAT release (`float.pth` + two Hugging Face wav2vec2 folders) to our format.
+
+    floatalk convert-original --checkpoint float.pth [--wav2vec2 DIR] [--emotion-model DIR] --out DIR
+
+`float.pth` holds the motion auto-encoder, the transformer and the audio projection, and possibly
+the two wav2vec2 models as well. When it does not, their weights come from the Hugging Face folders
+the original release uses (`facebook/wav2vec2-base-960h` and
+`r-f/wav2vec-english-speech-emotion-recognition`); a folder given on the command line always wins.
+Everything is checked strictly before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .checkpoint import (
+    LEGACY_RENAMES,
+    convert_original_state_dict,
+    load_original_checkpoint,
+    load_state_strict,
+    save_model,
+)
+from .config import (
+    AudioEncoderConfig,
+    EmotionConfig,
+    FloatConfig,
+    wav2vec2_base_960h_config,
+)
+from .errors import CheckpointError
+from .models.float_model import FloatModel
+
+__all__ = ["convert_original", "read_hf_wav2vec2_folder"]
+
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Heads of HF wav2vec2 checkpoints that FLOAT does not use.
+_IGNORED_HF_PREFIXES = ("lm_head.", "quantizer.", "project_hid.", "project_q.", "projector.")
+
+
+def _architecture(hf_config: dict[str, Any]) -> dict[str, Any]:
+    """The architecture fields of a HF wav2vec2 config.json (those our built-in configs set)."""
+    keys = set(wav2vec2_base_960h_config())
+    return {k: hf_config[k] for k in sorted(keys) if k in hf_config}
+
+
+def read_hf_wav2vec2_folder(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Architecture and state dict of a local Hugging Face wav2vec2 folder.
+
+    Returns:
+        (architecture dict for Wav2Vec2Config, {key: tensor}) with keys as in our components:
+        backbone keys under `wav2vec2.`, a sequence-classification head under `classifier.`.
+    """
+    root = Path(directory)
+    cfg_path = root / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{str(root)!r} is not a Hugging Face model folder (no config.json)")
+    try:
+        hf_config = json.loads(cfg_path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{cfg_path} is not valid JSON ({exc})") from None
+    weights = next((root / f for f in _HF_WEIGHT_FILES if (root / f).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{str(root)!r} has no {' or '.join(_HF_WEIGHT_FILES)}")
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw = load_file(str(weights))
+        else:
+            raw = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file: many possible exception types
+        raise CheckpointError(f"{weights} could not be read ({type(exc).__name__}: {exc})") from None
+    state: dict[str, Tensor] = {}
+    for key, value in raw.items():
+        if key.startswith(_IGNORED_HF_PREFIXES):
+            continue
+        if not key.startswith(("wav2vec2.", "classifier.")):
+            key = "wav2vec2." + key  # saved as a bare Wav2Vec2Model
+        for old, new in LEGACY_RENAMES.items():
+            if key.endswith(old):
+                key = key[: -len(old)] + new
+        state[key] = value
+    return _architecture(hf_config), state
+
+
+def _with_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def convert_original(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    wav2vec2: str | os.PathLike | None = None,
+    emotion_model: str | os.PathLike | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Convert `float.pth` (+ optional HF folders) into a floatalk weights folder at `out`.
+
+    Args:
+        checkpoint: the original `float.pth`.
+        out: output folder (written atomically).
+        wav2vec2: local `wav2vec2-base-960h` folder, if float.pth lacks those weights.
+        emotion_model: local `wav2vec-english-speech-emotion-recognition` folder, likewise.
+        dtype: optional storage dtype for the converted weights (e.g. torch.float16).
+
+    Returns:
+        The output folder.
+    """
+    parts = convert_original_state_dict(load_original_checkpoint(checkpoint))
+    audio_cfg, emotion_cfg = AudioEncoderConfig(), EmotionConfig()
+    if wav2vec2 is not None:
+        arch, hf_state = read_hf_wav2vec2_folder(wav2vec2)
+        audio_cfg = AudioEncoderConfig(wav2vec2=arch)
+        backbone = _with_prefix(hf_state, "wav2vec2.")
+        parts["audio_encoder"] = {k: v for k, v in parts["audio_encoder"].items() if not k.startswith("wav2vec2.")}
+        parts["audio_encoder"].update(backbone)
+    elif not _with_prefix(parts["audio_encoder"], "wav2vec2."):
+        raise CheckpointError(
+            f"{checkpoint} holds no wav2vec2 weights; pass --wav2vec2 DIR (the wav2vec2-base-960h folder)"
+        )
+    if emotion_model is not None:
+        arch, hf_state = read_hf_wav2vec2_folder(emotion_model)
+        emotion_cfg = EmotionConfig(wav2vec2=arch)
+        parts["emotion"] = hf_state
+    elif not parts["emotion"]:
+        raise CheckpointError(
+            f"{checkpoint} holds no speech-emotion weights; pass --emotion-model DIR "
+            "(the wav2vec-english-speech-emotion-recognition folder)"
+        )
+    config = FloatConfig(audio=audio_cfg, emotion=emotion_cfg)
+    model = FloatModel(config)
+    for name, module in model.components().items():
+        load_state_strict(module, parts[name], f"{checkpoint} [{name}]")
+    return save_model(model, out, dtype=dtype)

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny models built in-process (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from floatalk.config import preset
+from floatalk.models.float_model import FloatModel
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
+    """Give every parameter random N(0, std) values (the adaLN-Zero init makes FMT outputs 0)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+@pytest.fixture
+def tiny_config():
+    return preset("tiny")
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    torch.manual_seed(0)
+    model = FloatModel(tiny_config)
+    randomize_(model.fmt, seed=1)
+    randomize_(model.audio_encoder.audio_projection, seed=2)
+    return model.eval()

@@ -1,0 +1,167 @@
+"""Parity with the original FLOAT code, stage by stage (reference format: float-reference.md §10).
+
+The reference holds inputs and the original implementation's outputs for pseudo-random weights
+(tests/parity_weights.py). The weights go the way a user's would: written as an original-style
+`float.pth` holding every key of the manifest, converted by `floatalk convert-original`, loaded by
+`FloatPipeline.from_pretrained`. Set FLOATALK_PARITY_REFERENCE to check another reference file
+(other seeds, lengths, guidance scales, forced emotions, nfe).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from parity_weights import REFERENCE, manifest_rows, parity_state_dict
+
+from floatalk.cli import main as cli_main
+from floatalk.models.emotion import emotion_one_hot
+from floatalk.nn.attention import band_mask
+from floatalk.nn.embeddings import sinusoidal_positions
+from floatalk.nn.stylegan import make_fir_kernel
+from floatalk.pipeline import FloatPipeline
+
+pytestmark = pytest.mark.slow
+
+REL_TOL = 1e-4  # relative L2 error for latents, features, velocities, probabilities
+FRAME_TOL = 2e-3  # max abs error on decoded frames
+
+
+def reference_path() -> Path:
+    return Path(os.environ.get("FLOATALK_PARITY_REFERENCE", REFERENCE))
+
+
+def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
+    ref_t = torch.from_numpy(np.asarray(ref)).double()
+    return float((ours.double().cpu() - ref_t).norm() / ref_t.norm().clamp_min(1e-30))
+
+
+def original_checkpoint(seed: int) -> dict[str, torch.Tensor]:
+    """Every key of the manifest, as `float.pth` would hold it (buffers and pos_embed included)."""
+    state = parity_state_dict(seed)
+    for key, shape, dtype in manifest_rows():
+        if key in state:
+            continue
+        if key.endswith(".kernel"):
+            kernel = make_fir_kernel((1, 3, 3, 1))
+            state[key] = kernel * 4 if ("upsample" in key or "conv.blur" in key) else kernel
+        elif key.endswith("alignment_mask"):
+            state[key] = ~band_mask(shape[0], 2)
+        elif key == "fmt.pos_embed":
+            state[key] = sinusoidal_positions(shape[1], shape[2])[None]
+        assert list(state[key].shape) == list(shape), key
+    return state
+
+
+@pytest.fixture(scope="module")
+def ref():
+    path = reference_path()
+    if not path.is_file():
+        pytest.fail(f"parity reference {path} not found")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def pipe(ref, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parity")
+    checkpoint = tmp / "float.pth"
+    state = original_checkpoint(int(ref["weights_seed"]))
+    torch.save(state, checkpoint)
+    del state
+    gc.collect()
+    assert cli_main(["convert-original", "--checkpoint", str(checkpoint), "--out", str(tmp / "weights")]) == 0
+    checkpoint.unlink()
+    yield FloatPipeline.from_pretrained(tmp / "weights")
+
+
+@pytest.fixture(scope="module")
+def source(pipe, ref):
+    image = torch.from_numpy(ref["image"]).permute(2, 0, 1)[None].float()
+    return pipe.encode_source((image / 255.0 - 0.5) / 0.5)
+
+
+@pytest.fixture(scope="module")
+def audio(pipe, ref):
+    assert int(ref["sample_rate"]) == pipe.sample_rate
+    return pipe.encode_audio(ref["waveform"])
+
+
+def test_source_encoding(pipe, source, ref):
+    assert rel_err(source.identity_latent, ref["identity_latent"]) <= REL_TOL
+    assert rel_err(source.motion_coeffs, ref["motion_coeffs"]) <= REL_TOL
+    assert rel_err(source.source_motion, ref["source_motion"]) <= REL_TOL
+    assert rel_err(pipe.model.motion_ae.dec.direction.basis(), ref["basis"]) <= REL_TOL
+
+
+def test_audio_features(audio, ref):
+    assert audio.num_frames == ref["audio_features"].shape[1]
+    assert rel_err(audio.features, ref["audio_features"]) <= REL_TOL
+
+
+def test_emotion_probabilities(pipe, audio, ref):
+    assert rel_err(pipe.emotion_probs(audio, "auto"), ref["emotion_probs_predicted"]) <= REL_TOL
+
+
+def _fmt_inputs(ref):
+    def t(name):
+        return torch.from_numpy(ref[name])
+
+    return dict(
+        audio=t("fmt_audio"),
+        source_motion=t("source_motion"),
+        emotion=t("emotion_probs_predicted"),
+        prev_motion=t("fmt_prev_x"),
+        prev_audio=t("fmt_prev_audio"),
+    )
+
+
+def test_fmt_velocity(pipe, ref):
+    with torch.no_grad():
+        v = pipe.model.fmt(torch.from_numpy(ref["fmt_x"]), torch.tensor(float(ref["fmt_t"])), **_fmt_inputs(ref))
+    assert rel_err(v, ref["fmt_velocity"]) <= REL_TOL
+
+
+def test_fmt_velocity_guided(pipe, ref):
+    from floatalk.flow.conditions import WindowConditions
+
+    guidance = pipe.sampler(audio_scale=float(ref["a_cfg_scale"]), emotion_scale=float(ref["e_cfg_scale"])).guidance
+
+    def full_window(t, x, cond):  # the whole L'+L window, as the reference stores it
+        return pipe.model.fmt(x, t, **cond.as_kwargs())
+
+    velocity = guidance.wrap(full_window, WindowConditions(**_fmt_inputs(ref)))
+    with torch.no_grad():
+        v = velocity(torch.tensor(float(ref["fmt_t"])), torch.from_numpy(ref["fmt_x"]))
+    assert rel_err(v, ref["fmt_velocity_guided"]) <= REL_TOL
+
+
+def test_sampled_motion_latents(pipe, source, audio, ref):
+    label = str(ref["emotion"])
+    emotion = pipe.emotion_probs(audio, "auto" if label == "none" else label)
+    if label != "none":
+        assert torch.equal(emotion, emotion_one_hot(label))
+    windows = pipe.iter_motion(
+        source,
+        audio,
+        emotion,
+        nfe=int(ref["nfe"]) - 1,  # the original's nfe counts grid points: nfe - 1 Euler evaluations
+        solver="euler",
+        audio_scale=float(ref["a_cfg_scale"]),
+        emotion_scale=float(ref["e_cfg_scale"]),
+        noise=torch.from_numpy(ref["noise"]),
+    )
+    latents = torch.cat([w.latents for w in windows], dim=1)
+    assert latents.shape == ref["motion_latents"].shape
+    assert rel_err(latents, ref["motion_latents"]) <= REL_TOL
+
+
+def test_decoded_frames(pipe, source, ref):
+    latents = torch.from_numpy(ref["motion_latents"][0][ref["frame_indices"]])
+    frames = torch.cat(list(pipe.iter_frames(source, latents)))
+    assert frames.shape == ref["frames"].shape
+    assert float((frames - torch.from_numpy(ref["frames"])).abs().max()) <= FRAME_TOL
