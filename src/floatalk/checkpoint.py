@@ -87,8 +87,12 @@ LEGACY_RENAMES = {
 
 
 def _component_config(config: FloatConfig, name: str) -> Any:
-    return {"motion_ae": config.motion_ae, "fmt": config.fmt, "audio_encoder": config.audio,
-            "emotion": config.emotion}[name]
+    return {
+        "motion_ae": config.motion_ae,
+        "fmt": config.fmt,
+        "audio_encoder": config.audio,
+        "emotion": config.emotion,
+    }[name]
 
 
 def save_model(model: FloatModel, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
@@ -237,7 +241,10 @@ def load_model(directory: str | os.PathLike, with_emotion: bool | None = None) -
         raise CheckpointError(f"weights folder {str(directory)!r} has no emotion component")
     model = FloatModel(config, with_emotion=has_emotion if with_emotion is None else with_emotion)
     for name, module in model.components().items():
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_component_state(directory, name).items()}
+        state = {
+            k: v.float() if v.is_floating_point() else v
+            for k, v in load_component_state(directory, name).items()
+        }
         load_state_strict(module, state, f"{Path(directory) / name}")
     return model.eval()
 
@@ -255,7 +262,9 @@ def load_original_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or non-tensor pickles
-        raise CheckpointError(f"{p} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{p} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -278,7 +287,9 @@ def convert_original_state_dict(state: Mapping[str, Tensor]) -> dict[str, dict[s
         if key == _POS_EMBED_KEY:
             expected = sinusoidal_positions(value.shape[-2], value.shape[-1])[None]
             if value.shape != expected.shape or not torch.allclose(value.float(), expected, atol=1e-5):
-                raise CheckpointError("fmt.pos_embed differs from the fixed sinusoidal table; not a FLOAT checkpoint?")
+                raise CheckpointError(
+                    "fmt.pos_embed differs from the fixed sinusoidal table; not a FLOAT checkpoint?"
+                )
             continue
         for prefix, component in ORIGINAL_PREFIXES.items():
             if key.startswith(prefix):

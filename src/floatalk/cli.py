@@ -15,10 +15,13 @@ __all__ = ["main"]
 def _convert_original(args: argparse.Namespace) -> int:
     import torch
 
+    from .config import preset
     from .convert import convert_original
 
     dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    out = convert_original(args.checkpoint, args.out, args.wav2vec2, args.emotion_model, dtype=dtype)
+    out = convert_original(
+        args.checkpoint, args.out, args.wav2vec2, args.emotion_model, dtype=dtype, config=preset(args.preset)
+    )
     print(f"wrote {out}")
     return 0
 
@@ -39,12 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conv.add_argument("--checkpoint", required=True, help="the original float.pth")
     conv.add_argument("--wav2vec2", help="local facebook/wav2vec2-base-960h folder")
-    conv.add_argument(
-        "--emotion-model", help="local r-f/wav2vec-english-speech-emotion-recognition folder"
-    )
+    conv.add_argument("--emotion-model", help="local r-f/wav2vec-english-speech-emotion-recognition folder")
     conv.add_argument("--out", required=True, help="output weights folder")
-    conv.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                      help="storage precision of the converted weights (default float32)")
+    conv.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="storage precision of the converted weights (default float32)",
+    )
+    conv.add_argument(
+        "--preset", default="float-512", help="architecture of the checkpoint (default float-512)"
+    )
     conv.set_defaults(func=_convert_original)
     return parser
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 __all__ = [
+    "PRESETS",
     "AudioEncoderConfig",
     "EmotionConfig",
     "FMTConfig",
     "FloatConfig",
     "MotionAEConfig",
-    "PRESETS",
     "config_from_dict",
     "config_to_dict",
     "preset",
@@ -198,7 +198,8 @@ class FloatConfig:
             )
         if self.fmt.audio_dim != self.audio.feature_dim:
             raise ValueError(
-                f"fmt.audio_dim ({self.fmt.audio_dim}) must equal audio.feature_dim ({self.audio.feature_dim})"
+                f"fmt.audio_dim ({self.fmt.audio_dim}) must equal audio.feature_dim "
+                f"({self.audio.feature_dim})"
             )
         if self.fmt.num_emotions != len(self.emotion.labels):
             raise ValueError(

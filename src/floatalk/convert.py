@@ -11,6 +11,7 @@ Everything is checked strictly before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -26,12 +27,7 @@ from .checkpoint import (
     load_state_strict,
     save_model,
 )
-from .config import (
-    AudioEncoderConfig,
-    EmotionConfig,
-    FloatConfig,
-    wav2vec2_base_960h_config,
-)
+from .config import FloatConfig, wav2vec2_base_960h_config
 from .errors import CheckpointError
 from .models.float_model import FloatModel
 
@@ -98,6 +94,7 @@ def convert_original(
     wav2vec2: str | os.PathLike | None = None,
     emotion_model: str | os.PathLike | None = None,
     dtype: torch.dtype | None = None,
+    config: FloatConfig | None = None,
 ) -> Path:
     """Convert `float.pth` (+ optional HF folders) into a floatalk weights folder at `out`.
 
@@ -107,17 +104,22 @@ def convert_original(
         wav2vec2: local `wav2vec2-base-960h` folder, if float.pth lacks those weights.
         emotion_model: local `wav2vec-english-speech-emotion-recognition` folder, likewise.
         dtype: optional storage dtype for the converted weights (e.g. torch.float16).
+        config: architecture of float.pth (default: the released `float-512`); the wav2vec2
+            architectures come from the HF folders when given.
 
     Returns:
         The output folder.
     """
     parts = convert_original_state_dict(load_original_checkpoint(checkpoint))
-    audio_cfg, emotion_cfg = AudioEncoderConfig(), EmotionConfig()
+    base = config if config is not None else FloatConfig()
+    audio_cfg, emotion_cfg = base.audio, base.emotion
     if wav2vec2 is not None:
         arch, hf_state = read_hf_wav2vec2_folder(wav2vec2)
-        audio_cfg = AudioEncoderConfig(wav2vec2=arch)
+        audio_cfg = dataclasses.replace(audio_cfg, wav2vec2=arch)
         backbone = _with_prefix(hf_state, "wav2vec2.")
-        parts["audio_encoder"] = {k: v for k, v in parts["audio_encoder"].items() if not k.startswith("wav2vec2.")}
+        parts["audio_encoder"] = {
+            k: v for k, v in parts["audio_encoder"].items() if not k.startswith("wav2vec2.")
+        }
         parts["audio_encoder"].update(backbone)
     elif not _with_prefix(parts["audio_encoder"], "wav2vec2."):
         raise CheckpointError(
@@ -125,15 +127,14 @@ def convert_original(
         )
     if emotion_model is not None:
         arch, hf_state = read_hf_wav2vec2_folder(emotion_model)
-        emotion_cfg = EmotionConfig(wav2vec2=arch)
+        emotion_cfg = dataclasses.replace(emotion_cfg, wav2vec2=arch)
         parts["emotion"] = hf_state
     elif not parts["emotion"]:
         raise CheckpointError(
             f"{checkpoint} holds no speech-emotion weights; pass --emotion-model DIR "
             "(the wav2vec-english-speech-emotion-recognition folder)"
         )
-    config = FloatConfig(audio=audio_cfg, emotion=emotion_cfg)
-    model = FloatModel(config)
+    model = FloatModel(dataclasses.replace(base, audio=audio_cfg, emotion=emotion_cfg))
     for name, module in model.components().items():
         load_state_strict(module, parts[name], f"{checkpoint} [{name}]")
     return save_model(model, out, dtype=dtype)

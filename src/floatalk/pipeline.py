@@ -60,7 +60,9 @@ class FloatPipeline:
         >>> frames = list(pipe.iter_frames(src, latents[0]))  # each (n, 3, 512, 512)
     """
 
-    def __init__(self, model: FloatModel, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, model: FloatModel, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ):
         self.model = model.eval().requires_grad_(False)
         self.device = torch.device(device)
         self.dtype = dtype
@@ -112,8 +114,9 @@ class FloatPipeline:
         min_samples = _receptive_field(self.model.audio_encoder.wav2vec2.config)
         normalized = normalize_waveform(wav)
         if normalized.shape[-1] < min_samples:
-            normalized = torch.nn.functional.pad(normalized[:, None], (0, min_samples - normalized.shape[-1]),
-                                                 mode="replicate")[:, 0]
+            normalized = torch.nn.functional.pad(
+                normalized[:, None], (0, min_samples - normalized.shape[-1]), mode="replicate"
+            )[:, 0]
         normalized = normalized.to(self.device, self.dtype)
         features = self.model.audio_encoder(normalized, num_frames)
         return AudioEncoding(features, normalized, num_frames)
@@ -127,8 +130,9 @@ class FloatPipeline:
             return self.model.emotion.probabilities(audio.waveform)
         return emotion_one_hot(emotion, num_classes=self.config.fmt.num_emotions).to(self.device, self.dtype)
 
-    def sampler(self, nfe: int = 10, solver: str = "euler", audio_scale: float = 2.0,
-                emotion_scale: float = 1.0) -> MotionSampler:
+    def sampler(
+        self, nfe: int = 10, solver: str = "euler", audio_scale: float = 2.0, emotion_scale: float = 1.0
+    ) -> MotionSampler:
         """The chunked sampler for this model's window sizes."""
         cfg = self.config.fmt
         return MotionSampler(
@@ -201,13 +205,17 @@ class FloatPipeline:
             delta = torch.zeros(m, device=basis.device, dtype=basis.dtype)
             for k, value in edits.items():
                 if not 0 <= int(k) < m:
-                    raise ValueError(f"motion direction {k} out of range; the model has directions 0..{m - 1}")
+                    raise ValueError(
+                        f"motion direction {k} out of range; the model has directions 0..{m - 1}"
+                    )
                 delta[int(k)] += float(value)
             out = out + delta @ basis.t()
         return out
 
     @torch.inference_mode()
-    def iter_frames(self, source: SourceEncoding, latents: Tensor, batch_size: int | None = None) -> Iterator[Tensor]:
+    def iter_frames(
+        self, source: SourceEncoding, latents: Tensor, batch_size: int | None = None
+    ) -> Iterator[Tensor]:
         """Decode motion latents (T, d) into frames, yielded in batches (n, 3, size, size), unclamped.
 
         batch_size defaults to 1 on CPU (fastest there, and bit-identical to the released

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -67,14 +67,16 @@ class MotionSampler:
     context: int = 10
     nfe: int = 10
     method: str = "euler"
-    guidance: IncrementalGuidance = IncrementalGuidance()
+    guidance: IncrementalGuidance = field(default_factory=IncrementalGuidance)
 
     def __post_init__(self) -> None:
         if self.method not in SOLVERS:
             raise ValueError(f"unknown solver {self.method!r}; choose one of {', '.join(SOLVERS)}")
         time_grid(self.nfe, self.method)  # validates nfe for the method
         if self.window < 1 or not 0 <= self.context <= self.window:
-            raise ValueError(f"need window >= 1 and 0 <= context <= window, got {self.window}, {self.context}")
+            raise ValueError(
+                f"need window >= 1 and 0 <= context <= window, got {self.window}, {self.context}"
+            )
 
     def iter_windows(
         self,
@@ -123,7 +125,9 @@ class MotionSampler:
                 x0 = noise[:, start : start + L].to(device=device, dtype=dtype)
             else:
                 noise_device = generator.device if generator is not None else device
-                x0 = torch.randn(b, L, d, generator=generator, device=noise_device).to(device=device, dtype=dtype)
+                x0 = torch.randn(b, L, d, generator=generator, device=noise_device).to(
+                    device=device, dtype=dtype
+                )
             cond = WindowConditions(audio, source_motion, emotion, prev_motion, prev_audio)
             step_cb = None
             if callback is not None:
@@ -137,8 +141,16 @@ class MotionSampler:
                 prev_motion, prev_audio = x1[:, L - Lp :], audio[:, L - Lp :]
             yield WindowSample(k, start, x1[:, :valid])
 
-    def sample(self, velocity: ConditionalVelocityFn, audio_features: Tensor, source_motion: Tensor,
-               emotion: Tensor, **kwargs) -> Tensor:
+    def sample(
+        self,
+        velocity: ConditionalVelocityFn,
+        audio_features: Tensor,
+        source_motion: Tensor,
+        emotion: Tensor,
+        **kwargs,
+    ) -> Tensor:
         """All windows concatenated: (B, T, d). Same arguments as `iter_windows`."""
-        parts = [w.latents for w in self.iter_windows(velocity, audio_features, source_motion, emotion, **kwargs)]
+        parts = [
+            w.latents for w in self.iter_windows(velocity, audio_features, source_motion, emotion, **kwargs)
+        ]
         return torch.cat(parts, dim=1)

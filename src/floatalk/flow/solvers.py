@@ -11,6 +11,7 @@ The released FLOAT's `--nfe 10` means 10 *grid points* with Euler, i.e. 9 evalua
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -74,7 +75,7 @@ def solve(
             callback(done, nfe)
         return v
 
-    for t0, t1 in zip(grid[:-1], grid[1:]):
+    for t0, t1 in itertools.pairwise(grid):
         dt = t1 - t0
         if method == "euler":
             x = x + dt * evaluate(t0, x)

@@ -76,7 +76,7 @@ class AudioEncoder(nn.Module):
         return F.pad(waveform[:, None], (0, target - waveform.shape[-1]), mode="replicate")[:, 0]
 
     def hidden_states(self, waveform: Tensor, num_frames: int) -> Tensor:
-        """Transformer outputs at the video frame rate: (B, N) -> (B, T, layers * hidden) or (B, T, hidden)."""
+        """Transformer outputs at the frame rate: (B, N) -> (B, T, layers * hidden), or (B, T, hidden)."""
         w2v = self.wav2vec2
         feats = w2v.feature_extractor(waveform)  # (B, C, N')
         feats = F.interpolate(feats, size=num_frames, mode="linear", align_corners=True)  # (B, C, T)

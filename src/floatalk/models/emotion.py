@@ -46,7 +46,9 @@ class Emotion(str, Enum):
             ) from None
 
 
-def emotion_one_hot(emotion: Emotion | str, batch_size: int = 1, num_classes: int = len(EMOTION_LABELS)) -> Tensor:
+def emotion_one_hot(
+    emotion: Emotion | str, batch_size: int = 1, num_classes: int = len(EMOTION_LABELS)
+) -> Tensor:
     """One-hot w_e (B, E) for a forced emotion (emotion redirection)."""
     out = torch.zeros(batch_size, num_classes)
     out[:, Emotion.parse(emotion).index] = 1.0

@@ -35,7 +35,9 @@ class TimestepEmbedder(nn.Module):
     def __init__(self, hidden_dim: int, frequency_dim: int = 256):
         super().__init__()
         self.frequency_dim = frequency_dim
-        self.mlp = nn.Sequential(nn.Linear(frequency_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim)
+        )
 
     def forward(self, t: Tensor) -> Tensor:
         """t: () or (B,) -> (1 or B, hidden)."""

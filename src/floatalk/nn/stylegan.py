@@ -52,7 +52,9 @@ def make_fir_kernel(taps: Sequence[int]) -> Tensor:
     return k / k.sum()
 
 
-def fir_filter(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)) -> Tensor:
+def fir_filter(
+    x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> Tensor:
     """Upsample by zero insertion, pad, convolve with `kernel`, then keep every `down`-th pixel.
 
     Args:
@@ -121,7 +123,13 @@ class EqualConv2d(nn.Module):
     """Conv2d whose unit-variance weight is scaled by 1/sqrt(in*k*k) at run time."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
     ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
@@ -137,7 +145,14 @@ class EqualConv2d(nn.Module):
 class EqualLinear(nn.Module):
     """Linear layer with equalized learning rate: y = x (W * lr_mul/sqrt(in))^T + b * lr_mul."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, bias_init: float = 0.0, lr_mul: float = 1.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init))) if bias else None

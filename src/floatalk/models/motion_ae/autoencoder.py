@@ -75,10 +75,10 @@ class MotionAutoEncoder(nn.Module):
         return self.dec.direction(self.enc.coefficients(identity))
 
     def decode(self, source: SourceEncoding, motion: Tensor) -> Tensor:
-        """Frames D(w_{S->r} + w_{r->D}). motion: (N, d) with a source batch of N or 1 -> (N, 3, size, size)."""
+        """Frames D(w_{S->r} + w_{r->D}): motion (N, d), source batch N or 1 -> (N, 3, size, size)."""
         return self.dec(source.identity_latent + motion, source.feats)
 
     def forward(self, source: Tensor, driving: Tensor) -> Tensor:
-        """Reconstruct `driving` from the appearance of `source` (stage-1 training): (N,3,H,W) x2 -> (N,3,H,W)."""
+        """Reconstruct `driving` with the appearance of `source` (stage 1): (N,3,H,W) x2 -> (N,3,H,W)."""
         src = self.encode_source(source)
         return self.decode(src, self.encode_motion(driving))
