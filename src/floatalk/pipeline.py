@@ -25,6 +25,7 @@ from torch import Tensor
 from .checkpoint import load_model
 from .flow.guidance import IncrementalGuidance
 from .flow.sampler import MotionSampler, WindowSample, fmt_velocity
+from .generate import GenerateOptions, GenerationResult, generate_frames, generate_video
 from .models.audio import normalize_waveform, num_video_frames
 from .models.emotion import Emotion, emotion_one_hot
 from .models.float_model import FloatModel
@@ -228,6 +229,40 @@ class FloatPipeline:
         for i in range(0, latents.shape[0], batch_size):
             chunk = latents[i : i + batch_size].to(self.device, self.dtype)
             yield self.model.motion_ae.decode(source, chunk)
+
+    # ---------------------------------------------------------------------------------------------
+    # End to end
+    # ---------------------------------------------------------------------------------------------
+
+    def generate(
+        self, image, audio, options: GenerateOptions | None = None, **kwargs
+    ) -> Iterator[np.ndarray]:
+        """Yield (n, H, W, 3) uint8 frames as they are decoded.
+
+        Args:
+            image: portrait path or (H, W, 3) uint8 RGB array.
+            audio: speech path, or a mono float waveform at `sample_rate`.
+            options: GenerateOptions; or give its fields as keyword arguments
+                (emotion, emotion_scale, audio_scale, nfe, solver, seed, crop, face_index, crop_fill,
+                motion_edits, motion_scale, decode_batch_size).
+        """
+        return generate_frames(self, image, audio, _options(options, kwargs))
+
+    def write_video(
+        self, image, audio, output: str | os.PathLike, options: GenerateOptions | None = None, **kwargs
+    ) -> GenerationResult:
+        """Write the talking video to `output` (MP4, H.264 + AAC); same options as `generate`."""
+        return generate_video(self, image, audio, output, _options(options, kwargs))
+
+
+def _options(options: GenerateOptions | None, kwargs: dict) -> GenerateOptions:
+    if options is not None and kwargs:
+        raise TypeError("give either options= or keyword options, not both")
+    if options is None:
+        if "motion_edits" in kwargs and isinstance(kwargs["motion_edits"], Mapping):
+            kwargs["motion_edits"] = tuple(kwargs["motion_edits"].items())
+        options = GenerateOptions(**kwargs)
+    return options
 
 
 def _receptive_field(w2v_config) -> int:
