@@ -21,6 +21,7 @@ import contextlib
 import functools
 import os
 import secrets
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -341,6 +342,23 @@ class VideoWriter:
 # ---------------------------------------------------------------------- reading (for tests and checks)
 
 
+@contextlib.contextmanager
+def _open_video(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """An open PyAV container with at least one video track; InputError (one line) otherwise."""
+    p = check_input_file(path, "video", "give an MP4 file")
+    shown = display_path(path)
+    try:
+        container = av.open(os.fspath(p))
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise InputError(
+            f"video file {shown} could not be opened ({short_reason(e)}); give an MP4 file"
+        ) from None
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{shown}: file has no video track; give an MP4 file")
+        yield container
+
+
 def read_video_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Describes a video file, counting frames and audio samples by decoding them.
 
@@ -358,17 +376,8 @@ def read_video_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         InputError: If the file is missing, unreadable or not a media file, or has no video track.
     """
-    p = check_input_file(path, "video", "give an MP4 file")
-    shown = display_path(path)
-    try:
-        container = av.open(os.fspath(p))
-    except (av.FFmpegError, OSError, ValueError) as e:
-        raise InputError(
-            f"video file {shown} could not be opened ({short_reason(e)}); give an MP4 file"
-        ) from None
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{shown}: file has no video track; give an MP4 file")
+    p = Path(path)
+    with _open_video(path) as container:
         video = container.streams.video[0]
         rate = video.average_rate or video.guessed_rate or video.base_rate
         info: dict[str, Any] = {
@@ -413,17 +422,7 @@ def read_video_frames(path: str | os.PathLike[str]) -> np.ndarray:
     Raises:
         InputError: If the file is missing, unreadable, not a media file or has no video track.
     """
-    p = check_input_file(path, "video", "give an MP4 file")
-    shown = display_path(path)
-    try:
-        container = av.open(os.fspath(p))
-    except (av.FFmpegError, OSError, ValueError) as e:
-        raise InputError(
-            f"video file {shown} could not be opened ({short_reason(e)}); give an MP4 file"
-        ) from None
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{shown}: file has no video track; give an MP4 file")
+    with _open_video(path) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
     if not frames:
         return np.zeros((0, 0, 0, 3), np.uint8)
