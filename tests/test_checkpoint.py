@@ -55,12 +55,12 @@ def outputs(model: FloatModel) -> list[torch.Tensor]:
 
 
 def test_save_load_round_trip(tiny_model, tmp_path):
-    out = save_model(tiny_model, tmp_path / "w")
+    out = tiny_model.save_pretrained(tmp_path / "w")
     manifest = json.loads((out / "floatalk.json").read_text())
     assert manifest["components"] == ["motion_ae", "fmt", "audio_encoder", "emotion"]
     for name in manifest["components"]:
         assert (out / name / "config.json").is_file() and (out / name / "model.safetensors").is_file()
-    loaded = load_model(out)
+    loaded = FloatModel.from_pretrained(out)
     assert loaded.config == tiny_model.config
     for a, b in zip(outputs(tiny_model), outputs(loaded)):
         assert torch.equal(a, b)
