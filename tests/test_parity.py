@@ -35,9 +35,12 @@ def reference_path() -> Path:
     return Path(os.environ.get("FLOATALK_PARITY_REFERENCE", REFERENCE))
 
 
-def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
+def rel_err(ours: torch.Tensor, ref: np.ndarray, name: str = "") -> float:
+    """||ours - ref|| / ||ref||, printed (see it with `pytest -s`)."""
     ref_t = torch.from_numpy(np.asarray(ref)).double()
-    return float((ours.double().cpu() - ref_t).norm() / ref_t.norm().clamp_min(1e-30))
+    err = float((ours.double().cpu() - ref_t).norm() / ref_t.norm().clamp_min(1e-30))
+    print(f"parity {name}: relative error {err:.2e}")
+    return err
 
 
 def original_checkpoint(seed: int) -> dict[str, torch.Tensor]:
@@ -92,19 +95,20 @@ def audio(pipe, ref):
 
 
 def test_source_encoding(pipe, source, ref):
-    assert rel_err(source.identity_latent, ref["identity_latent"]) <= REL_TOL
-    assert rel_err(source.motion_coeffs, ref["motion_coeffs"]) <= REL_TOL
-    assert rel_err(source.source_motion, ref["source_motion"]) <= REL_TOL
-    assert rel_err(pipe.model.motion_ae.dec.direction.basis(), ref["basis"]) <= REL_TOL
+    assert rel_err(source.identity_latent, ref["identity_latent"], "identity_latent") <= REL_TOL
+    assert rel_err(source.motion_coeffs, ref["motion_coeffs"], "motion_coeffs") <= REL_TOL
+    assert rel_err(source.source_motion, ref["source_motion"], "source_motion") <= REL_TOL
+    assert rel_err(pipe.model.motion_ae.dec.direction.basis(), ref["basis"], "basis") <= REL_TOL
 
 
 def test_audio_features(audio, ref):
     assert audio.num_frames == ref["audio_features"].shape[1]
-    assert rel_err(audio.features, ref["audio_features"]) <= REL_TOL
+    assert rel_err(audio.features, ref["audio_features"], "audio_features") <= REL_TOL
 
 
 def test_emotion_probabilities(pipe, audio, ref):
-    assert rel_err(pipe.emotion_probs(audio, "auto"), ref["emotion_probs_predicted"]) <= REL_TOL
+    probs = pipe.emotion_probs(audio, "auto")
+    assert rel_err(probs, ref["emotion_probs_predicted"], "emotion_probs_predicted") <= REL_TOL
 
 
 def _fmt_inputs(ref):
@@ -125,7 +129,7 @@ def test_fmt_velocity(pipe, ref):
         v = pipe.model.fmt(
             torch.from_numpy(ref["fmt_x"]), torch.tensor(float(ref["fmt_t"])), **_fmt_inputs(ref)
         )
-    assert rel_err(v, ref["fmt_velocity"]) <= REL_TOL
+    assert rel_err(v, ref["fmt_velocity"], "fmt_velocity") <= REL_TOL
 
 
 def test_fmt_velocity_guided(pipe, ref):
@@ -141,7 +145,7 @@ def test_fmt_velocity_guided(pipe, ref):
     velocity = guidance.wrap(full_window, WindowConditions(**_fmt_inputs(ref)))
     with torch.no_grad():
         v = velocity(torch.tensor(float(ref["fmt_t"])), torch.from_numpy(ref["fmt_x"]))
-    assert rel_err(v, ref["fmt_velocity_guided"]) <= REL_TOL
+    assert rel_err(v, ref["fmt_velocity_guided"], "fmt_velocity_guided") <= REL_TOL
 
 
 def test_sampled_motion_latents(pipe, source, audio, ref):
@@ -161,11 +165,13 @@ def test_sampled_motion_latents(pipe, source, audio, ref):
     )
     latents = torch.cat([w.latents for w in windows], dim=1)
     assert latents.shape == ref["motion_latents"].shape
-    assert rel_err(latents, ref["motion_latents"]) <= REL_TOL
+    assert rel_err(latents, ref["motion_latents"], "motion_latents") <= REL_TOL
 
 
 def test_decoded_frames(pipe, source, ref):
     latents = torch.from_numpy(ref["motion_latents"][0][ref["frame_indices"]])
     frames = torch.cat(list(pipe.iter_frames(source, latents)))
     assert frames.shape == ref["frames"].shape
-    assert float((frames - torch.from_numpy(ref["frames"])).abs().max()) <= FRAME_TOL
+    max_abs = float((frames - torch.from_numpy(ref["frames"])).abs().max())
+    print(f"parity frames: max abs error {max_abs:.2e}")
+    assert max_abs <= FRAME_TOL
