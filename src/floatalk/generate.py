@@ -12,7 +12,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,7 +48,6 @@ class GenerateOptions:
     motion_edits: tuple[tuple[int, float], ...] = ()  # lambda-control: (direction k, delta) pairs
     motion_scale: float = 1.0  # amplitude of generated motion around the source pose
     decode_batch_size: int | None = None  # frames per decoder call (default: 1 on CPU, 8 elsewhere)
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def validate(self) -> GenerateOptions:
         """Raise InputError (one line) for any out-of-range value; returns self."""

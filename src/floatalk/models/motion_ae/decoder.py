@@ -120,29 +120,26 @@ class FlowWarpDecoder(nn.Module):
             in_ch = out_ch
             res *= 2
 
-    def forward(self, latent: Tensor, feats: Sequence[Tensor], return_flow: bool = False):
+    def forward(self, latent: Tensor, feats: Sequence[Tensor]) -> Tensor:
         """Decode w = w_{S->r} + w_{r->D} into an image.
 
         Args:
             latent: (N, d).
             feats: the encoder pyramid at 8x8 .. size x size, each (N or 1, C(r), r, r); a batch of 1
                 is broadcast to N (one source image, many frames).
-            return_flow: also return the 64x64 sampling grid (or the finest one below 64).
 
         Returns:
-            image (N, 3, size, size), unclamped; with return_flow also the grid (N, r, r, 2).
+            image (N, 3, size, size), unclamped.
         """
         n = latent.shape[0]
         out = self.conv1(self.input(n), latent)
-        rgb = field = flow64 = None
+        rgb = field = None
         for j, (to_flow, to_rgb) in enumerate(zip(self.to_flows, self.to_rgbs)):
             out = self.convs[2 * j](out, latent)
             out = self.convs[2 * j + 1](out, latent)
             feat = feats[j]
             if feat.shape[0] != n:
                 feat = feat.expand(n, -1, -1, -1)
-            warped, out, field, grid = to_flow(out, latent, feat, field)
+            warped, out, field, _ = to_flow(out, latent, feat, field)
             rgb = to_rgb(warped, rgb)
-            if grid.shape[1] <= 64:
-                flow64 = grid
-        return (rgb, flow64) if return_flow else rgb
+        return rgb
