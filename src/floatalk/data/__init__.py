@@ -1,0 +1,1 @@
+"""Datasets: the prepared-dataset layout, data preparation from videos, and the synthetic world."""
