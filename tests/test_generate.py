@@ -180,3 +180,163 @@ def test_empty_and_zero_sample_audio(files, capsys):
         assert cli_main(argv) == 2
         assert capsys.readouterr().err.count("\n") == 1
         assert not (files / "bad.mp4").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Valid edge cases
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_wav(path, samples: np.ndarray, rate: int = 16000) -> None:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def test_all_silent_audio_renders_every_frame(files):
+    _write_wav(files / "silence.wav", np.zeros(int(16000 * 1.7)))
+    assert run(files, "--audio", str(files / "silence.wav"), "--seed", "0", out="silent.mp4") == 0
+    info = read_video_info(files / "silent.mp4")
+    assert info["num_frames"] == 43 and abs(info["audio_duration"] - 1.7) < 0.03  # ceil(1.7 * 25)
+
+
+@pytest.mark.parametrize("samples", [1, 100, 639])
+def test_clip_shorter_than_one_frame_gives_one_frame(files, samples):
+    _write_wav(files / "blip.wav", 0.3 * np.sin(np.arange(samples) * 0.3))
+    assert run(files, "--audio", str(files / "blip.wav"), "--seed", "0", out="blip.mp4") == 0
+    assert read_video_info(files / "blip.mp4")["num_frames"] == 1
+
+
+def _astronaut() -> np.ndarray:
+    skimage_data = pytest.importorskip("skimage.data")
+    return skimage_data.astronaut()
+
+
+@pytest.fixture
+def needs_face_detector():
+    from floatalk.face import is_available
+
+    if not is_available():
+        pytest.skip("face detector (the [face] extra) not installed")
+
+
+@pytest.mark.parametrize("case", ["4000x3000 photo", "64x64 face"])
+def test_huge_photo_and_tiny_face_are_cropped(files, needs_face_detector, case):
+    face = Image.fromarray(_astronaut())
+    if case == "64x64 face":
+        photo = face.crop((150, 40, 300, 190)).resize((64, 64), Image.LANCZOS)
+    else:
+        photo = Image.new("RGB", (4000, 3000), (90, 120, 150))
+        photo.paste(face.resize((1400, 1400), Image.LANCZOS), (1800, 700))
+    photo.save(files / "photo.jpg", quality=92)
+    args = ["--image", str(files / "photo.jpg"), "--seed", "0"]
+    assert (
+        cli_main(
+            [
+                "generate",
+                *args,
+                "--audio",
+                str(files / "speech.wav"),
+                "--weights",
+                str(files / "weights"),
+                "-q",
+                "-o",
+                str(files / "photo.mp4"),
+            ]
+        )
+        == 0
+    )
+    info = read_video_info(files / "photo.mp4")
+    assert info["num_frames"] == 58 and (info["width"], info["height"]) == (32, 32)
+
+
+# --------------------------------------------------------------------------------------------------
+# More bad input
+# --------------------------------------------------------------------------------------------------
+
+
+def _generate_argv(files, image="face.png", weights="weights", *extra, crop=False):
+    argv = ["generate", "-q", "--image", str(files / image), "--audio", str(files / "speech.wav")]
+    argv += ["--weights", str(files / weights), "-o", str(files / "bad.mp4"), *extra]
+    return argv + ([] if crop else ["--no-crop"])
+
+
+def _expect_one_line_error(capsys, argv, message, files):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("floatalk: error:") and err.count("\n") == 1, err
+    assert message in err, err
+    assert not (files / "bad.mp4").exists()
+    assert not [p for p in files.iterdir() if p.name.startswith(".bad.mp4")]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "empty"), (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "could not be decoded")],
+)
+def test_corrupt_or_empty_image(files, capsys, content, message):
+    (files / "broken.png").write_bytes(content)
+    _expect_one_line_error(capsys, _generate_argv(files, "broken.png"), message, files)
+
+
+def test_image_without_a_face_suggests_no_crop(files, capsys, needs_face_detector):
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(files / "wall.png")
+    _expect_one_line_error(capsys, _generate_argv(files, "wall.png", crop=True), "--no-crop", files)
+
+
+def test_weights_missing_a_component_or_with_wrong_shapes(files, capsys, tmp_path):
+    import shutil
+
+    broken = files / "weights-missing"
+    shutil.copytree(files / "weights", broken, dirs_exist_ok=True)
+    shutil.rmtree(broken / "fmt")
+    _expect_one_line_error(capsys, _generate_argv(files, "face.png", "weights-missing"), "fmt", files)
+
+    other = FloatModel(preset("tiny"))
+    save_model(other, tmp_path / "other")
+    mixed = files / "weights-mixed"
+    shutil.copytree(files / "weights", mixed, dirs_exist_ok=True)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(mixed / "fmt" / "model.safetensors"))
+    key = next(k for k, v in state.items() if v.dim() == 2)
+    state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
+    save_file(state, str(mixed / "fmt" / "model.safetensors"))
+    _expect_one_line_error(capsys, _generate_argv(files, "face.png", "weights-mixed"), "shape", files)
+
+
+def test_noise_file_errors(files, capsys):
+    from safetensors.torch import save_file
+
+    save_file({"noise": torch.zeros(3, 32)}, str(files / "noise.safetensors"))
+    _expect_one_line_error(
+        capsys,
+        _generate_argv(files, "face.png", "weights", "--noise", str(files / "noise.safetensors")),
+        "noise must hold",
+        files,
+    )
+    save_file({"other": torch.zeros(3, 32)}, str(files / "nonoise.safetensors"))
+    _expect_one_line_error(
+        capsys,
+        _generate_argv(files, "face.png", "weights", "--noise", str(files / "nonoise.safetensors")),
+        "no tensor named 'noise'",
+        files,
+    )
+
+
+def test_given_noise_replaces_the_seed(files):
+    """The same noise gives the same video whatever --seed says; other noise another video."""
+    from safetensors.torch import save_file
+
+    windows = -(-58 // 8) * 8  # ceil(T / L) * L with the tiny model's L = 8
+    g = torch.Generator().manual_seed(3)
+    save_file({"noise": torch.randn(windows, 32, generator=g)}, str(files / "n1.safetensors"))
+    save_file({"noise": torch.randn(windows, 32, generator=g)}, str(files / "n2.safetensors"))
+    for out, noise, seed in [("n1a.mp4", "n1", "1"), ("n1b.mp4", "n1", "2"), ("n2.mp4", "n2", "1")]:
+        assert run(files, "--noise", str(files / f"{noise}.safetensors"), "--seed", seed, out=out) == 0
+    from floatalk.io.video import read_video_frames
+
+    a, b, c = (read_video_frames(files / name) for name in ("n1a.mp4", "n1b.mp4", "n2.mp4"))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

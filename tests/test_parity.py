@@ -31,6 +31,10 @@ REL_TOL = 1e-4  # relative L2 error for latents, features, velocities, probabili
 FRAME_TOL = 2e-3  # max abs error on decoded frames
 
 
+# FLOATALK_TEST_DEVICE=cuda (or mps) runs the same checks on an accelerator.
+DEVICE = os.environ.get("FLOATALK_TEST_DEVICE", "cpu")
+
+
 def reference_path() -> Path:
     return Path(os.environ.get("FLOATALK_PARITY_REFERENCE", REFERENCE))
 
@@ -70,7 +74,7 @@ def ref():
 
 
 @pytest.fixture(scope="module")
-def pipe(ref, tmp_path_factory):
+def weights_dir(ref, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("parity")
     checkpoint = tmp / "float.pth"
     state = original_checkpoint(int(ref["weights_seed"]))
@@ -79,7 +83,12 @@ def pipe(ref, tmp_path_factory):
     gc.collect()
     assert cli_main(["convert-original", "--checkpoint", str(checkpoint), "--out", str(tmp / "weights")]) == 0
     checkpoint.unlink()
-    yield FloatPipeline.from_pretrained(tmp / "weights")
+    return tmp / "weights"
+
+
+@pytest.fixture(scope="module")
+def pipe(weights_dir):
+    return FloatPipeline.from_pretrained(weights_dir, device=DEVICE)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +122,7 @@ def test_emotion_probabilities(pipe, audio, ref):
 
 def _fmt_inputs(ref):
     def t(name):
-        return torch.from_numpy(ref[name])
+        return torch.from_numpy(ref[name]).to(DEVICE)
 
     return dict(
         audio=t("fmt_audio"),
@@ -127,7 +136,9 @@ def _fmt_inputs(ref):
 def test_fmt_velocity(pipe, ref):
     with torch.no_grad():
         v = pipe.model.fmt(
-            torch.from_numpy(ref["fmt_x"]), torch.tensor(float(ref["fmt_t"])), **_fmt_inputs(ref)
+            torch.from_numpy(ref["fmt_x"]).to(DEVICE),
+            torch.tensor(float(ref["fmt_t"]), device=DEVICE),
+            **_fmt_inputs(ref),
         )
     assert rel_err(v, ref["fmt_velocity"], "fmt_velocity") <= REL_TOL
 
@@ -144,7 +155,9 @@ def test_fmt_velocity_guided(pipe, ref):
 
     velocity = guidance.wrap(full_window, WindowConditions(**_fmt_inputs(ref)))
     with torch.no_grad():
-        v = velocity(torch.tensor(float(ref["fmt_t"])), torch.from_numpy(ref["fmt_x"]))
+        v = velocity(
+            torch.tensor(float(ref["fmt_t"]), device=DEVICE), torch.from_numpy(ref["fmt_x"]).to(DEVICE)
+        )
     assert rel_err(v, ref["fmt_velocity_guided"], "fmt_velocity_guided") <= REL_TOL
 
 
@@ -172,6 +185,58 @@ def test_decoded_frames(pipe, source, ref):
     latents = torch.from_numpy(ref["motion_latents"][0][ref["frame_indices"]])
     frames = torch.cat(list(pipe.iter_frames(source, latents)))
     assert frames.shape == ref["frames"].shape
-    max_abs = float((frames - torch.from_numpy(ref["frames"])).abs().max())
+    max_abs = float((frames.cpu() - torch.from_numpy(ref["frames"])).abs().max())
     print(f"parity frames: max abs error {max_abs:.2e}")
     assert max_abs <= FRAME_TOL
+
+
+def _write_float_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    """32-bit float WAV, so the command reads back exactly the reference samples."""
+    import av
+
+    with av.open(str(path), "w", format="wav") as container:
+        stream = container.add_stream("pcm_f32le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples[None].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def test_generate_command_reproduces_reference_latents(weights_dir, ref, tmp_path):
+    """`floatalk generate` end to end: the reference's noise in, the reference's latents out."""
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    from floatalk.io.video import read_video_info
+
+    Image.fromarray(ref["image"]).save(tmp_path / "portrait.png")
+    _write_float_wav(tmp_path / "speech.wav", ref["waveform"], int(ref["sample_rate"]))
+    save_file({"noise": torch.from_numpy(ref["noise"])}, str(tmp_path / "noise.safetensors"))
+    label = str(ref["emotion"])
+    out = tmp_path / "talk.mp4"
+    args = ["generate", "--image", str(tmp_path / "portrait.png"), "--audio", str(tmp_path / "speech.wav")]
+    args += ["-o", str(out), "--weights", str(weights_dir), "--no-crop", "--device", DEVICE, "-q"]
+    args += ["--emotion", "auto" if label == "none" else label, "--nfe", str(int(ref["nfe"]) - 1)]
+    args += [
+        "--audio-scale",
+        str(float(ref["a_cfg_scale"])),
+        "--emotion-scale",
+        str(float(ref["e_cfg_scale"])),
+    ]
+    args += [
+        "--noise",
+        str(tmp_path / "noise.safetensors"),
+        "--save-motion",
+        str(tmp_path / "motion.safetensors"),
+    ]
+    assert cli_main(args) == 0
+
+    latents = load_file(str(tmp_path / "motion.safetensors"))["motion_latents"]
+    assert rel_err(latents[None], ref["motion_latents"], "generate command motion_latents") <= REL_TOL
+    info = read_video_info(out)
+    seconds = ref["waveform"].shape[0] / int(ref["sample_rate"])
+    assert info["num_frames"] == ref["motion_latents"].shape[1] == int(np.ceil(seconds * 25))
+    assert (info["width"], info["height"]) == (512, 512)
+    assert info["has_audio"] and abs(info["audio_duration"] - seconds) < 0.03

@@ -58,7 +58,13 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_model
-    from .generate import GenerateOptions, generate_video, load_motion_file, resolve_weights
+    from .generate import (
+        GenerateOptions,
+        generate_video,
+        load_motion_file,
+        load_noise_file,
+        resolve_weights,
+    )
     from .pipeline import FloatPipeline
 
     options = GenerateOptions(
@@ -83,6 +89,9 @@ def _generate(args: argparse.Namespace) -> int:
 
     check_output_path(args.output)
     motion = load_motion_file(args.motion) if args.motion else None
+    if args.noise and args.motion:
+        raise InputError("--noise and --motion exclude each other: saved motion is rendered without sampling")
+    noise = load_noise_file(args.noise) if args.noise else None
     model = load_model(resolve_weights(args.weights))
     m = model.motion_ae.dec.direction.weight.shape[1]
     if bad := [k for k, _ in options.motion_edits if k >= m]:
@@ -107,6 +116,7 @@ def _generate(args: argparse.Namespace) -> int:
             args.output,
             options,
             motion=motion,
+            noise=noise,
             save_motion=args.save_motion,
             progress=progress,
         )
@@ -173,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-motion", metavar="FILE", help="also write the sampled motion latents (.safetensors)"
     )
     gen.add_argument("--motion", metavar="FILE", help="render saved motion latents instead of sampling")
+    gen.add_argument(
+        "--noise",
+        metavar="FILE",
+        help='initial noise of every window (.safetensors with a tensor "noise"; replaces --seed), '
+        "to reproduce another implementation's run exactly",
+    )
     gen.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     gen.add_argument("--batch-size", type=int, help="frames per decoder call (default 1 on CPU, 8 on GPU)")

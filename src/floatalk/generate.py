@@ -179,6 +179,7 @@ def generate_frames(
     options: GenerateOptions | None = None,
     *,
     motion: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
     on_motion: Callable[[torch.Tensor], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     report: dict | None = None,
@@ -191,6 +192,9 @@ def generate_frames(
         audio: speech path or mono float array at the pipeline's sample rate.
         options: GenerateOptions (validated here).
         motion: previously saved motion latents (T, d) to render instead of sampling.
+        noise: the initial noise of every window, (W * L, d) or (1, W * L, d) with W = ceil(T / L)
+            windows of L frames, instead of noise drawn from the seed (to reproduce another
+            implementation's run exactly).
         on_motion: receives the full sampled latents (T, d) once sampling is complete.
         progress: called with (frames done, frames total).
         report: filled with "seed", "emotion", "num_frames" and per-stage seconds.
@@ -236,6 +240,9 @@ def generate_frames(
         t = tick("emotion", t)
         seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
         total = audio_enc.num_frames
+        if noise is not None:
+            noise = _check_noise(noise, total, pipe)
+            seed = None
         report.update(seed=seed, emotion=emotion_label, num_frames=total)
         windows = (
             w.latents
@@ -248,6 +255,7 @@ def generate_frames(
                 audio_scale=options.audio_scale,
                 emotion_scale=options.emotion_scale,
                 seed=seed,
+                noise=noise,
             )
         )
     done = 0
@@ -273,6 +281,23 @@ def generate_frames(
         on_motion(torch.cat(sampled))
 
 
+def _check_noise(noise, num_frames: int, pipe: FloatPipeline) -> torch.Tensor:
+    """(W * L, d) or (1, W * L, d) initial noise -> (1, W * L, d) on the pipeline's device."""
+    window, dim = pipe.config.fmt.clip_frames, pipe.config.fmt.latent_dim
+    expected = (1, math.ceil(num_frames / window) * window, dim)
+    noise = torch.as_tensor(noise)
+    if noise.dim() == 2:
+        noise = noise[None]
+    if tuple(noise.shape) != expected:
+        raise InputError(
+            f"noise must hold {expected[1]} x {dim} values for {num_frames} frames "
+            f"({expected[1] // window} windows of {window}), got shape {tuple(noise.shape)}"
+        )
+    if not torch.isfinite(noise).all():
+        raise InputError("noise contains NaN or infinite values")
+    return noise.to(pipe.device, pipe.dtype)
+
+
 def generate_video(
     pipe: FloatPipeline,
     image,
@@ -281,6 +306,7 @@ def generate_video(
     options: GenerateOptions | None = None,
     *,
     motion: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
     save_motion: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
     crf: float = 18,
@@ -295,8 +321,9 @@ def generate_video(
     start = time.perf_counter()
     # Read and check both inputs before the output file is opened.
     sound = prepare_audio(audio, pipe.sample_rate)
+    t_audio = time.perf_counter()
     image = prepare_image(image, pipe.image_size, options)
-    report: dict = {}
+    report: dict = {"stage_seconds": {"audio load": t_audio - start, "crop": time.perf_counter() - t_audio}}
     size = pipe.image_size
     captured: list[torch.Tensor] = []
     frames = generate_frames(
@@ -305,6 +332,7 @@ def generate_video(
         sound,
         options,
         motion=motion,
+        noise=noise,
         on_motion=captured.append if save_motion else None,
         progress=progress,
         report=report,
@@ -358,16 +386,25 @@ def save_motion_file(path: str | os.PathLike, latents: torch.Tensor, fps: float,
 
 def load_motion_file(path: str | os.PathLike) -> torch.Tensor:
     """Motion latents (T, d) from a file written by --save-motion."""
+    return _load_tensor_file(path, "motion_latents", "motion file", "write it with --save-motion")
+
+
+def load_noise_file(path: str | os.PathLike) -> torch.Tensor:
+    """Initial noise (W * L, d) or (1, W * L, d) from a .safetensors file with a tensor named "noise"."""
+    return _load_tensor_file(path, "noise", "noise file", 'save a tensor named "noise" with safetensors')
+
+
+def _load_tensor_file(path: str | os.PathLike, key: str, kind: str, hint: str) -> torch.Tensor:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"motion file {str(p)!r} does not exist")
+        raise InputError(f"{kind} {str(p)!r} does not exist")
     try:
         data = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"motion file {str(p)!r} is not a valid safetensors file ({exc})") from None
-    if "motion_latents" not in data:
-        raise InputError(f"motion file {str(p)!r} has no motion_latents; write it with --save-motion")
-    return data["motion_latents"]
+        raise InputError(f"{kind} {str(p)!r} is not a valid safetensors file ({exc})") from None
+    if key not in data:
+        raise InputError(f"{kind} {str(p)!r} has no tensor named {key!r}; {hint}")
+    return data[key]

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import load_model
+from .chunking import FrameChunk, frame_chunks
 from .flow.guidance import IncrementalGuidance
 from .flow.sampler import MotionSampler, WindowSample, fmt_velocity
 from .generate import GenerateOptions, GenerationResult, generate_frames, generate_video
@@ -62,9 +63,25 @@ class FloatPipeline:
     """
 
     def __init__(
-        self, model: FloatModel, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+        self,
+        model: FloatModel,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        speech_chunk_seconds: float = 20.0,
+        speech_context_seconds: float = 2.0,
     ):
+        """Args:
+        model: the networks.
+        device, dtype: where and in what precision everything runs.
+        speech_chunk_seconds: longer speech is encoded in chunks of this length (bounded memory;
+            see chunking.py); shorter speech is encoded whole, exactly as the original does.
+        speech_context_seconds: extra audio each chunk sees on both sides.
+        """
+        if speech_chunk_seconds <= 0 or speech_context_seconds < 0:
+            raise ValueError("speech_chunk_seconds must be > 0 and speech_context_seconds >= 0")
         self.model = model.eval().requires_grad_(False)
+        self.speech_chunk_seconds = speech_chunk_seconds
+        self.speech_context_seconds = speech_context_seconds
         self.device = torch.device(device)
         self.dtype = dtype
         self.model.to(device=self.device, dtype=dtype)
@@ -119,16 +136,45 @@ class FloatPipeline:
                 normalized[:, None], (0, min_samples - normalized.shape[-1]), mode="replicate"
             )[:, 0]
         normalized = normalized.to(self.device, self.dtype)
-        features = self.model.audio_encoder(normalized, num_frames)
+        encoder = self.model.audio_encoder
+        parts = []
+        for chunk in self._speech_chunks(num_frames):
+            if chunk.context_start == 0 and chunk.context_stop == num_frames:
+                parts.append(encoder(normalized, num_frames))  # the whole clip, as the original
+                continue
+            first = round(chunk.context_start * encoder.samples_per_frame)
+            last = round(chunk.context_stop * encoder.samples_per_frame)
+            segment = normalized[:, first:last]
+            parts.append(encoder(segment, chunk.context_stop - chunk.context_start)[:, chunk.keep])
+        features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return AudioEncoding(features, normalized, num_frames)
+
+    def _speech_chunks(self, num_frames: int) -> list[FrameChunk]:
+        return frame_chunks(
+            num_frames,
+            max(1, round(self.speech_chunk_seconds * self.fps)),
+            round(self.speech_context_seconds * self.fps),
+        )
 
     @torch.inference_mode()
     def emotion_probs(self, audio: AudioEncoding, emotion: str | Emotion | None = "auto") -> Tensor:
         """w_e (1, E): the classifier's softmax for "auto"/None, else the one-hot of the label."""
         if emotion is None or (isinstance(emotion, str) and emotion.strip().lower() == "auto"):
-            if self.model.emotion is None:
+            classifier = self.model.emotion
+            if classifier is None:
                 return emotion_one_hot(Emotion.NEUTRAL).to(self.device, self.dtype)
-            return self.model.emotion.probabilities(audio.waveform)
+            chunks = self._speech_chunks(audio.num_frames)
+            if len(chunks) == 1:
+                return classifier.probabilities(audio.waveform)  # the whole clip, as the original
+            # Long speech: mean-pool the hidden states over all chunks, then classify once.
+            spf = self.model.audio_encoder.samples_per_frame
+            total, count = None, 0
+            for chunk in chunks:
+                segment = audio.waveform[:, round(chunk.start * spf) : round(chunk.stop * spf)]
+                hidden = classifier.wav2vec2(segment)[0]  # (1, N', hidden)
+                total = hidden.sum(1) if total is None else total + hidden.sum(1)
+                count += hidden.shape[1]
+            return torch.softmax(classifier.classifier(total / count), dim=-1)
         return emotion_one_hot(emotion, num_classes=self.config.fmt.num_emotions).to(self.device, self.dtype)
 
     def sampler(
