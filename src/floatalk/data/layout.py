@@ -187,7 +187,9 @@ def frame_path(clip: Path, index: int, frame_format: str = "jpg") -> Path:
     return clip / "frames" / f"{index:06d}.{frame_format}"
 
 
-def write_frame(clip: Path, index: int, image: np.ndarray, frame_format: str = "jpg", quality: int = 95) -> None:
+def write_frame(
+    clip: Path, index: int, image: np.ndarray, frame_format: str = "jpg", quality: int = 95
+) -> None:
     """Saves one (S, S, 3) uint8 RGB frame."""
     from PIL import Image
 
