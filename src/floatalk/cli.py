@@ -127,6 +127,147 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    if args.synthetic:
+        if len(args.paths) != 1:
+            raise InputError("with --synthetic give only OUT_DIR: floatalk prepare --synthetic OUT_DIR")
+        return _prepare_synthetic(args, args.paths[0])
+    if len(args.paths) != 2:
+        raise InputError(
+            "give SRC_DIR and OUT_DIR: floatalk prepare SRC_DIR OUT_DIR (or --synthetic OUT_DIR)"
+        )
+    from .data.prepare import PrepareOptions, prepare_dataset
+
+    options = PrepareOptions(
+        size=512 if args.size is None else args.size,
+        max_seconds=args.max_seconds,
+        min_frames=args.min_frames,
+        test_fraction=args.test_fraction,
+        allow_silent=args.allow_silent,
+        detect_every=args.detect_every,
+        landmarks_every=args.landmarks_every,
+        smooth_seconds=args.smooth_seconds,
+        max_missing=args.max_missing,
+        max_gap_seconds=args.max_gap_seconds,
+        crop_fill=args.crop_fill,
+        frame_format=args.frame_format,
+        workers=args.workers,
+    )
+    report = prepare_dataset(args.paths[0], args.paths[1], options, progress=not args.quiet)
+    print(report.summary())
+    if not report.ok:
+        raise InputError(report.error_line())
+    return 0
+
+
+def _prepare_synthetic(args: argparse.Namespace, out_dir: str) -> int:
+    try:
+        from .data.synthetic import SyntheticConfig, write_synthetic_dataset
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("floatalk"):
+            raise InputError("this floatalk version has no synthetic dataset generator") from None
+        raise
+    fields = {"size": args.size, "num_clips": args.num_clips, "seed": args.seed}
+    try:
+        config = SyntheticConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValueError as exc:  # the config's own checks: a bad --size / --num-clips / --seed
+        raise InputError(f"--synthetic: {exc}") from None
+    metas = write_synthetic_dataset(out_dir, config)
+    frames = sum(m.num_frames for m in metas)
+    print(f"wrote {len(metas)} synthetic clips ({frames} frames) to {out_dir}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .train.export import ExportOptions, export_checkpoint
+
+    options = ExportOptions(use_ema=not args.no_ema, base=args.base)
+    out = export_checkpoint(args.run_dir, args.out_dir, options)
+    print(f"wrote {out}")
+    return 0
+
+
+def _evaluate_lipsync(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .evaluate.lipsync import evaluate_lipsync
+
+    if args.json is not None:
+        out = Path(args.json)
+        if out.is_dir():
+            raise InputError(f"--json {args.json!r} is a directory; give a file name such as report.json")
+        if not out.resolve().parent.is_dir():
+            raise InputError(f"--json {args.json!r}: its folder does not exist; create it first")
+    bar = None
+
+    def progress(done: int) -> None:
+        nonlocal bar
+        if bar is None and not args.quiet:  # created on the first frame: no bar before an early error
+            from tqdm import tqdm
+
+            bar = tqdm(unit="frame", desc="measuring", dynamic_ncols=True, file=sys.stderr, leave=False)
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    try:
+        report = evaluate_lipsync(
+            args.video,
+            args.audio,
+            args.reference,
+            max_lag=args.max_lag,
+            normalise=args.normalise,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(report.summary())
+    if args.json is not None:
+        try:
+            Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        except OSError as e:
+            raise InputError(f"--json {args.json!r} could not be written ({e.strerror})") from None
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "evaluate",
+        help="measure talking-face videos (lip sync)",
+        description="Measure talking-face videos.",
+    )
+    metrics = ev.add_subparsers(dest="metric", required=True, metavar="METRIC")
+    lip = metrics.add_parser(
+        "lipsync",
+        help="mouth opening (MediaPipe face mesh) vs the speech envelope and a ground-truth mouth track",
+        usage="floatalk evaluate lipsync VIDEO [--audio FILE] [--reference FILE.npy|CLIP_DIR] "
+        "[--max-lag N] [--json OUT]",
+        description="Measure the mouth opening in every frame of VIDEO (inner-lip gap over the "
+        "inter-ocular distance, MediaPipe face mesh) and its Pearson correlation with the speech "
+        "envelope (300-3400 Hz loudness per frame) at the best lag within +-N frames and at lag 0, "
+        "and with a ground-truth mouth track if given.",
+    )
+    lip.add_argument("video", metavar="VIDEO", help="the talking-face video")
+    lip.add_argument("--audio", metavar="FILE", help="the speech (default: the video's own sound track)")
+    lip.add_argument(
+        "--reference",
+        metavar="FILE.npy|CLIP_DIR",
+        help="ground-truth mouth track: a .npy array, or a dataset clip folder (tracks.npz 'mouth_open')",
+    )
+    lip.add_argument("--max-lag", type=int, default=4, metavar="N", help="lag search range (default 4)")
+    lip.add_argument(
+        "--normalise",
+        choices=("interocular", "face_height"),
+        default="interocular",
+        help="divide the lip gap by the inter-ocular distance (default) or the face height",
+    )
+    lip.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    lip.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    lip.set_defaults(func=_evaluate_lipsync)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="floatalk",
@@ -215,6 +356,76 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", default="float-512", help="architecture of the checkpoint (default float-512)"
     )
     conv.set_defaults(func=_convert_original)
+
+    prep = sub.add_parser(
+        "prepare",
+        help="talking-face videos -> a training dataset (25 fps face crops, 16 kHz audio, tracks)",
+        usage="floatalk prepare [options] SRC_DIR OUT_DIR\n"
+        "       floatalk prepare --synthetic OUT_DIR [--num-clips N] [--size S] [--seed K]",
+        description="Prepare every video under SRC_DIR (recursively) into the dataset folder OUT_DIR: "
+        "25 fps face crops with the inference crop geometry on a smoothed face track, 16 kHz mono audio "
+        "and facial component boxes. Resumable: clips already in OUT_DIR are kept. "
+        "With --synthetic, write the synthetic world's dataset into OUT_DIR instead.",
+    )
+    prep.add_argument("paths", nargs="+", metavar="PATH", help="SRC_DIR OUT_DIR, or OUT_DIR with --synthetic")
+    prep.add_argument("--synthetic", action="store_true", help="write the synthetic dataset into OUT_DIR")
+    prep.add_argument("--size", type=int, help="side of the face crops in pixels (default 512)")
+    prep.add_argument("--num-clips", type=int, help="--synthetic: number of clips")
+    prep.add_argument("--seed", type=int, help="--synthetic: random seed")
+    prep.add_argument("--workers", type=int, help="parallel processes (default min(4, CPU cores))")
+    prep.add_argument(
+        "--max-seconds",
+        type=float,
+        default=60.0,
+        help="cut longer videos into clips of this length (0: never)",
+    )
+    prep.add_argument(
+        "--min-frames", type=int, default=25, help="skip videos/clips shorter than this (25 fps frames)"
+    )
+    prep.add_argument(
+        "--test-fraction", type=float, default=0.0, help="fraction of videos held out as the test split"
+    )
+    prep.add_argument(
+        "--allow-silent", action="store_true", help="use videos without an audio track (writes silence)"
+    )
+    prep.add_argument("--detect-every", type=int, default=1, help="detect faces every K-th frame (default 1)")
+    prep.add_argument(
+        "--landmarks-every", type=int, default=1, help="facial landmarks every K-th frame (default 1)"
+    )
+    prep.add_argument(
+        "--smooth-seconds", type=float, default=0.5, help="face track moving-average length (default 0.5)"
+    )
+    prep.add_argument(
+        "--max-missing",
+        type=float,
+        default=0.2,
+        help="skip a clip if the face is missing in more than this fraction of frames (default 0.2)",
+    )
+    prep.add_argument(
+        "--max-gap-seconds",
+        type=float,
+        default=2.0,
+        help="... or missing for longer than this in a row (default 2)",
+    )
+    prep.add_argument(
+        "--crop-fill", default="black", help="crop outside the frame: black (as inference), edge or reflect"
+    )
+    prep.add_argument("--frame-format", default="jpg", help="jpg (default) or png")
+    prep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    prep.set_defaults(func=_prepare)
+
+    exp = sub.add_parser(
+        "export",
+        help="training run -> weights folder for `generate` (EMA weights when present)",
+        description="Export the latest checkpoint of a training run to a weights folder "
+        "(one sub-folder per component: config.json + model.safetensors).",
+    )
+    exp.add_argument("run_dir", metavar="RUN_DIR", help="training output folder (or its checkpoints/)")
+    exp.add_argument("out_dir", metavar="OUT_DIR", help="weights folder to write (replaced if it exists)")
+    exp.add_argument("--base", metavar="DIR", help="weights folder for the components this run did not train")
+    exp.add_argument("--no-ema", action="store_true", help="export the raw weights instead of their EMA")
+    exp.set_defaults(func=_export)
+    _add_evaluate_parser(sub)
     return parser
 
 
