@@ -19,10 +19,21 @@ def test_float_512_is_the_released_architecture():
     assert cfg.audio.wav2vec2["num_hidden_layers"] == 12 and cfg.emotion.wav2vec2["hidden_size"] == 1024
 
 
-@pytest.mark.parametrize("name", ["float-512", "tiny"])
+@pytest.mark.parametrize("name", ["float-512", "tiny", "tiny-logmel"])
 def test_round_trip(name):
     cfg = preset(name)
     assert config_from_dict(FloatConfig, config_to_dict(cfg)) == cfg
+
+
+def test_logmel_preset_and_configs_saved_before_the_frontend_field():
+    tiny, logmel = preset("tiny"), preset("tiny-logmel")
+    assert tiny.audio.frontend == "wav2vec2" and logmel.audio.frontend == "logmel"
+    assert (logmel.fmt, logmel.motion_ae, logmel.emotion) == (tiny.fmt, tiny.motion_ae, tiny.emotion)
+    old = config_to_dict(tiny)
+    del old["audio"]["frontend"], old["audio"]["logmel"]
+    assert config_from_dict(FloatConfig, old) == tiny
+    with pytest.raises(ValueError, match=r"audio\.logmel\.n_mel\b"):
+        config_from_dict(FloatConfig, {"audio": {"logmel": {"n_mel": 40}}})
 
 
 def test_unknown_and_mistyped_keys_are_errors():

@@ -3,8 +3,10 @@
 Each component (motion auto-encoder, flow-matching transformer, audio encoder, speech emotion
 classifier) has its own frozen dataclass. The dataclass is the schema and the documentation: one
 comment per field. Presets are named factories (`float-512` is the released FLOAT model, `tiny` is
-for tests). Dictionaries (JSON, YAML) become configs through :func:`config_from_dict`, which rejects
-unknown keys and wrong nesting instead of silently ignoring typos.
+for tests, `tiny-logmel` is `tiny` with the log-mel speech front-end). Dictionaries (JSON, YAML)
+become configs through :func:`config_from_dict`, which rejects unknown keys and wrong nesting
+instead of silently ignoring typos; keys missing from a dictionary keep their defaults, so configs
+saved before a field existed still load.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, TypeVar
 
 __all__ = [
@@ -21,6 +24,7 @@ __all__ = [
     "EmotionConfig",
     "FMTConfig",
     "FloatConfig",
+    "LogMelConfig",
     "MotionAEConfig",
     "config_from_dict",
     "config_to_dict",
@@ -162,15 +166,80 @@ def _tiny_wav2vec2_config(stable_layer_norm: bool) -> dict[str, Any]:
     }
 
 
+AUDIO_FRONTENDS: tuple[str, ...] = ("wav2vec2", "logmel")
+MEL_SCALES: tuple[str, ...] = ("slaney", "htk")
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """Small log-mel speech encoder trained with the transformer (`AudioEncoderConfig.frontend="logmel"`).
+
+    Log-mel frame j is centred on sample hop_length * (j + 1/2), so with the defaults (hop 10 ms at
+    16 kHz, 25 fps) video frame t owns exactly mel frames 4t..4t+3. A strided convolution brings the
+    100 Hz mel frames to the video rate, then residual convolution blocks mix a few frames each side.
+    Every layer is local: the receptive field is a few hundred milliseconds (see models/logmel.py).
+    """
+
+    n_mels: int = 80  # mel bands
+    n_fft: int = 400  # FFT size in samples (25 ms at 16 kHz)
+    win_length: int = 400  # Hann window length in samples (<= n_fft)
+    hop_length: int = 160  # samples between mel frames (10 ms at 16 kHz: 4 per video frame at 25 fps)
+    f_min: float = 0.0  # lowest filter edge in Hz
+    f_max: float = 8000.0  # highest filter edge in Hz (<= sample_rate / 2)
+    mel_scale: str = "slaney"  # "slaney" (linear below 1 kHz, log above; area-normalised filters) or "htk"
+    log_eps: float = 1e-6  # log(mel power + log_eps)
+    norm_mean: float = -4.0  # fixed standardisation of the log-mel values: (x - norm_mean) / norm_std
+    norm_std: float = 4.0
+    channels: int = 256  # width of the convolution stack
+    num_layers: int = 4  # residual convolution blocks at the video frame rate
+    kernel_size: int = 3  # temporal kernel of those blocks (odd), in video frames
+
+    def __post_init__(self) -> None:
+        if self.mel_scale not in MEL_SCALES:
+            raise ValueError(f"logmel.mel_scale must be one of {MEL_SCALES}, got {self.mel_scale!r}")
+        if not 0 < self.win_length <= self.n_fft or self.hop_length < 1 or self.n_mels < 1:
+            raise ValueError("logmel needs 0 < win_length <= n_fft, hop_length >= 1 and n_mels >= 1")
+        if not 0 <= self.f_min < self.f_max:
+            raise ValueError(f"logmel needs 0 <= f_min < f_max, got {self.f_min}, {self.f_max}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"logmel.kernel_size must be odd and >= 1, got {self.kernel_size}")
+        if self.channels < 1 or self.num_layers < 0 or self.log_eps <= 0 or self.norm_std <= 0:
+            raise ValueError("logmel needs channels >= 1, num_layers >= 0, log_eps > 0 and norm_std > 0")
+
+
 @dataclass(frozen=True)
 class AudioEncoderConfig:
-    """Speech features per video frame: wav2vec2 resampled to the frame rate, then projected."""
+    """Speech features per video frame.
+
+    frontend "wav2vec2" (the paper): wav2vec2 resampled to the frame rate, then projected; the
+    wav2vec2 part is pretrained and frozen. frontend "logmel": a small log-mel convolutional encoder
+    (`logmel`), trained with the transformer, for when no pretrained speech model is at hand. The
+    field of the other front-end is kept but unused.
+    """
 
     wav2vec2: dict[str, Any] = field(default_factory=wav2vec2_base_960h_config)  # HF Wav2Vec2Config
     feature_dim: int = 512  # output size per frame (FMTConfig.audio_dim)
     all_layers: bool = True  # concatenate every transformer layer's output; False: last layer only
     fps: float = 25.0  # video frame rate the features are interpolated to
     sample_rate: int = 16000  # expected waveform rate
+    frontend: str = "wav2vec2"  # "wav2vec2" | "logmel"
+    logmel: LogMelConfig = field(default_factory=LogMelConfig)  # used when frontend == "logmel"
+
+    def __post_init__(self) -> None:
+        if self.frontend not in AUDIO_FRONTENDS:
+            raise ValueError(f"audio.frontend must be one of {AUDIO_FRONTENDS}, got {self.frontend!r}")
+        if self.frontend == "logmel":
+            if self.logmel.f_max > self.sample_rate / 2:
+                raise ValueError(
+                    f"audio.logmel.f_max ({self.logmel.f_max}) exceeds the Nyquist frequency "
+                    f"({self.sample_rate / 2})"
+                )
+            samples_per_frame = Fraction(self.sample_rate) / Fraction(self.fps)
+            if (samples_per_frame / self.logmel.hop_length).denominator != 1:
+                raise ValueError(
+                    f"audio.logmel.hop_length ({self.logmel.hop_length}) must divide the samples per "
+                    f"video frame (sample_rate / fps = {float(samples_per_frame)})"
+                )
 
 
 @dataclass(frozen=True)
@@ -236,11 +305,29 @@ def _tiny() -> FloatConfig:
     )
 
 
-PRESETS: dict[str, typing.Callable[[], FloatConfig]] = {"float-512": _float_512, "tiny": _tiny}
+def _tiny_logmel() -> FloatConfig:
+    tiny = _tiny()
+    audio = dataclasses.replace(
+        tiny.audio,
+        frontend="logmel",
+        logmel=LogMelConfig(n_mels=40, channels=32, num_layers=2),
+    )
+    return dataclasses.replace(tiny, audio=audio)
+
+
+PRESETS: dict[str, typing.Callable[[], FloatConfig]] = {
+    "float-512": _float_512,
+    "tiny": _tiny,
+    "tiny-logmel": _tiny_logmel,
+}
 
 
 def preset(name: str) -> FloatConfig:
-    """Return a named preset (`float-512`: the released model; `tiny`: for tests)."""
+    """Return a named preset.
+
+    `float-512`: the released model; `tiny`: for tests; `tiny-logmel`: `tiny` with the log-mel
+    speech front-end instead of wav2vec2.
+    """
     try:
         return PRESETS[name]()
     except KeyError:

@@ -3,7 +3,7 @@
 Stages (each a method, so they can be timed, tested and reused on their own):
 
 1. `encode_source`   S -> w_{S->r}, lambda(S), w_{r->S}, feature pyramid       (motion auto-encoder)
-2. `encode_audio`    waveform -> per-frame speech features a^{1:T}            (wav2vec2 + projection)
+2. `encode_audio`    waveform -> per-frame speech features a^{1:T}   (wav2vec2 + projection, or log-mel)
 3. `emotion_probs`   waveform -> w_e (predicted), or one-hot for a forced label (emotion redirection)
 4. `iter_motion`     chunked flow-matching sampling of w_{r->D}^{1:T}         (FMT + ODE + guidance)
 5. `edit_motion`     lambda-control along the learned orthonormal basis (paper §5.4)
@@ -41,7 +41,7 @@ class AudioEncoding:
 
     Attributes:
         features: a^{1:T}, (1, T, d_a).
-        waveform: the normalised waveform (1, N) fed to wav2vec2 and the emotion classifier.
+        waveform: the normalised waveform (1, N) fed to the speech encoder and the emotion classifier.
         num_frames: T = ceil(N * fps / sample_rate).
     """
 
@@ -128,8 +128,11 @@ class FloatPipeline:
         if wav.shape[-1] == 0:
             raise ValueError("audio contains no samples")
         num_frames = num_video_frames(wav.shape[-1], self.sample_rate, self.fps)
-        # wav2vec2 needs enough samples for its receptive field (400 samples at 16 kHz).
-        min_samples = _receptive_field(self.model.audio_encoder.wav2vec2.config)
+        # wav2vec2 (the speech features' and the emotion classifier's) needs enough samples for its
+        # receptive field (400 samples at 16 kHz); the log-mel front-end takes any length.
+        min_samples = self.model.audio_encoder.min_samples
+        if self.model.emotion is not None:
+            min_samples = max(min_samples, _receptive_field(self.model.emotion.wav2vec2.config))
         normalized = normalize_waveform(wav)
         if normalized.shape[-1] < min_samples:
             normalized = torch.nn.functional.pad(
