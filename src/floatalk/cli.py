@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -185,6 +186,50 @@ def _export(args: argparse.Namespace) -> int:
     out = export_checkpoint(args.run_dir, args.out_dir, options)
     print(f"wrote {out}")
     return 0
+
+
+# Stage name -> (module, config class, run function) of `floatalk train STAGE`.
+TRAIN_STAGES = {
+    "autoencoder": ("floatalk.train.autoencoder", "AutoencoderTrainConfig", "train_autoencoder"),
+    "fmt": ("floatalk.train.fmt", "FMTTrainConfig", "train_fmt"),
+}
+
+
+def _train(args: argparse.Namespace) -> int:
+    import importlib
+
+    from .train.config import load_config
+    from .train.distributed import cleanup
+
+    module_name, config_name, run_name = TRAIN_STAGES[args.stage]
+    module = importlib.import_module(module_name)
+    if args.config is not None and not os.path.isfile(args.config):
+        raise InputError(f"config file {args.config!r} does not exist")
+    cfg = load_config(getattr(module, config_name), args.config, args.overrides)
+    try:
+        result = getattr(module, run_name)(cfg)
+    finally:
+        cleanup()
+    if result.interrupted:
+        print(f"interrupted at step {result.step}; checkpoint saved, run the same command to resume")
+        return 130
+    print(f"finished at step {result.step}: {result.checkpoint}")
+    return 0
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser(
+        "train",
+        help="train stage 1 (motion auto-encoder) or stage 2 (flow-matching transformer)",
+        description="Train a stage on a prepared dataset. Settings come from the config's defaults, "
+        "then --config FILE (YAML), then KEY=VALUE overrides (dotted, e.g. train.max_steps=1000). "
+        "Runs resume from OUTPUT_DIR/checkpoints/latest. Multi-GPU: torchrun --nproc_per_node N "
+        "-m floatalk.cli train ...",
+    )
+    tr.add_argument("stage", choices=sorted(TRAIN_STAGES), help="which stage to train")
+    tr.add_argument("--config", metavar="FILE", help="YAML file of settings (see src/floatalk/configs/)")
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings that override the file")
+    tr.set_defaults(func=_train)
 
 
 def _evaluate_lipsync(args: argparse.Namespace) -> int:
@@ -425,13 +470,19 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--base", metavar="DIR", help="weights folder for the components this run did not train")
     exp.add_argument("--no-ema", action="store_true", help="export the raw weights instead of their EMA")
     exp.set_defaults(func=_export)
+    _add_train_parser(sub)
     _add_evaluate_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line to stderr and exit with status 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `train` takes KEY=VALUE overrides anywhere after the stage; nothing else takes extras
+        if getattr(args, "func", None) is not _train or any("=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except InputError as exc:
