@@ -340,3 +340,10 @@ def test_given_noise_replaces_the_seed(files):
 
     a, b, c = (read_video_frames(files / name) for name in ("n1a.mp4", "n1b.mp4", "n2.mp4"))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_auto_emotion_without_emotion_model_says_so(files, capsys, tmp_path):
+    save_model(FloatModel(preset("tiny"), with_emotion=False), tmp_path / "noemo")
+    assert run(files, "--weights", str(tmp_path / "noemo"), "--seed", "0", out="noemo.mp4") == 0
+    out = capsys.readouterr().out
+    assert "emotion auto (neutral)" in out and "note: no speech-emotion model" in out

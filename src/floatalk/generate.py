@@ -92,15 +92,17 @@ class GenerationResult:
     seed: int | None
     emotion: str
     stage_seconds: dict[str, float]
+    notice: str | None = None  # something the user should know (e.g. an emotion fallback)
 
     def summary(self) -> str:
         fps = self.num_frames / self.seconds if self.seconds > 0 else float("inf")
         where = f"wrote {self.path}: " if self.path else ""
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
         seed = f", seed {self.seed}" if self.seed is not None else ""
+        notice = f"\nnote: {self.notice}" if self.notice else ""
         return (
             f"{where}{self.num_frames} frames ({self.num_frames / 25:.2f} s) in {self.seconds:.1f} s "
-            f"({fps:.2f} frames/s), emotion {self.emotion}{seed} [{stages}]"
+            f"({fps:.2f} frames/s), emotion {self.emotion}{seed} [{stages}]{notice}"
         )
 
 
@@ -357,6 +359,7 @@ def generate_video(
         report.get("seed"),
         report.get("emotion", ""),
         report["stage_seconds"],
+        report.get("notice"),
     )
 
 
