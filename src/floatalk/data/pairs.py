@@ -82,7 +82,8 @@ def scan_clips(
 
 def _to_tensor(frame: np.ndarray, size: int) -> torch.Tensor:
     """(S, S, 3) uint8 -> (3, size, size) float in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    pixels = np.require(frame, requirements=["C", "W"])  # PIL arrays are read-only
+    x = torch.from_numpy(pixels).permute(2, 0, 1).float().div(127.5).sub(1.0)
     if x.shape[-1] != size:
         x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="area")[0]
     return x

@@ -36,19 +36,19 @@ from ..losses import (
 from ..models.discriminator import ComponentDiscriminator, MultiScaleDiscriminator
 from ..models.motion_ae import MotionAutoEncoder
 from .config import TrainingConfig, config_from_dict
-from .export import EXPORTER_MODULES, ExportOptions, model_state, register_exporter, write_float_model
+from .export import ExportOptions, model_state, register_exporter, write_float_model
 from .trainer import TrainTask
 
 __all__ = [
     "AutoencoderTask",
     "AutoencoderTrainConfig",
+    "autoencoder_fingerprint",
     "load_motion_autoencoder",
     "reconstruction_l1",
     "train_autoencoder",
 ]
 
 TASK = "autoencoder"
-EXPORTER_MODULES[TASK] = __name__
 
 
 def _train_defaults() -> TrainingConfig:
@@ -299,6 +299,18 @@ def load_motion_autoencoder(path: str | Path, use_ema: bool = True) -> MotionAut
         f"{str(path)!r} is neither a stage-1 run folder (with checkpoints/) "
         "nor a weights folder with motion_ae/"
     )
+
+
+def autoencoder_fingerprint(path: str | Path) -> str:
+    """What identifies the weights `load_motion_autoencoder(path)` returns (for cache names)."""
+    from .checkpointing import latest_checkpoint
+
+    path = Path(path).resolve()
+    if (path / "checkpoints").is_dir() or path.name == "checkpoints":
+        return str(latest_checkpoint(path))
+    weights = path / "motion_ae" / "model.safetensors"
+    stat = weights.stat() if weights.is_file() else None
+    return f"{weights}:{stat.st_size}:{stat.st_mtime_ns}" if stat else str(path)
 
 
 @torch.no_grad()

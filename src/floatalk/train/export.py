@@ -11,7 +11,7 @@ stage registers an exporter under its task name (``TrainTask.name``, stored in e
         states = {"fmt": model_state(checkpoint, "fmt", ema=options.use_ema)}
         return write_float_model(out_dir, cfg.float_config(), states, base=options.base)
 
-and adds ``EXPORTER_MODULES["fmt"] = "floatalk.train.stage2"`` (the module that runs that decorator),
+and is listed in ``EXPORTER_MODULES`` (task -> the module that runs that decorator),
 so that ``floatalk export`` finds it without importing every trainer up front.
 """
 
@@ -53,7 +53,10 @@ ExportFn = Callable[[dict[str, Any], Path, ExportOptions], Path]
 # Task name -> exporter. Filled by @register_exporter when a stage's module is imported.
 EXPORTERS: dict[str, ExportFn] = {}
 # Task name -> module to import so that it registers its exporter (kept lazy: trainers are heavy).
-EXPORTER_MODULES: dict[str, str] = {}
+EXPORTER_MODULES: dict[str, str] = {
+    "autoencoder": "floatalk.train.autoencoder",
+    "fmt": "floatalk.train.fmt",
+}
 
 
 def register_exporter(task: str) -> Callable[[ExportFn], ExportFn]:

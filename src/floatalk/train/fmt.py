@@ -1,0 +1,380 @@
+"""Stage 2: training the flow-matching transformer (`floatalk train fmt`), FLOAT §4.2–4.3, Eq. 11–13.
+
+A training window is L'+L consecutive frames of one clip. Their motion latents w_{r->D} (from the
+frozen stage-1 auto-encoder, cached: data/features.py) give the previous frames x_prev (L') and the
+target x1 (L); the source motion w_{r->S} is the latent of a random frame of the same clip. With
+x0 ~ N(0, I), t ~ U[0, 1] and the OT path x_t = (1 - t) x0 + t x1, u_t = x1 - x0 (flow/path.py):
+
+    v = v_θ(x_t, t | x_prev, a_prev, a, w_{r->S}, w_e)              (B, L'+L, d)
+    L_OT   = |v[L':] - u_t|_1 + |v[:L'] - x_prev|_1                   (Eq. 11)
+    L_vel  = |Δv - Δ[x_prev, u_t]|_1   (one-frame differences over all L'+L frames, Eq. 12)
+    L      = λ_OT L_OT + λ_vel L_vel                                  (Eq. 13, λ = 1)
+
+Condition dropout trains the unconditional branches used by guidance: each sample's speech
+(current window), reference motion and emotion are zeroed with p = 0.1, its previous latents and
+previous speech with p = 0.5 (the original's training code).
+
+The speech front-end trains with the transformer: only the projection on top of the frozen wav2vec2
+(whose hidden states are cached), or the whole log-mel encoder (which reads the waveform).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..config import EMOTION_LABELS, AudioEncoderConfig, EmotionConfig, FloatConfig, FMTConfig, LogMelConfig
+from ..errors import InputError
+from ..flow.conditions import WindowConditions
+from ..flow.path import OTPath
+from ..models.audio import AudioEncoder, normalize_waveform
+from ..models.fmt import FlowMatchingTransformer
+from .config import TrainingConfig, config_from_dict
+from .export import ExportOptions, model_state, register_exporter, write_float_model
+from .trainer import TrainTask
+
+__all__ = ["FMTTask", "FMTTrainConfig", "MotionWindows", "flow_matching_losses", "train_fmt"]
+
+TASK = "fmt"
+
+
+def _train_defaults() -> TrainingConfig:
+    # Paper: Adam, lr 1e-5, batch 8, gradient clipping at 1, EMA.
+    return TrainingConfig(output_dir="runs/fmt", batch_size=8, grad_clip=1.0, ema_decay=0.999, log_every=50)
+
+
+def _fmt_defaults() -> FMTConfig:
+    return FMTConfig(latent_dim=256, audio_dim=128, hidden_dim=256, depth=4, num_heads=4, timestep_dim=128)
+
+
+def _audio_defaults() -> AudioEncoderConfig:
+    return AudioEncoderConfig(
+        frontend="logmel", feature_dim=128, logmel=LogMelConfig(n_mels=80, channels=128, num_layers=3)
+    )
+
+
+@dataclass(frozen=True)
+class FMTTrainConfig:
+    """Everything of a stage-2 run (YAML sections mirror the fields; see configs/fmt-*.yaml)."""
+
+    data: str = ""  # prepared dataset folder
+    autoencoder: str = ""  # stage-1 run folder or weights folder with motion_ae/ (frozen)
+    audio_weights: str | None = None  # weights folder whose audio_encoder (wav2vec2) to start from
+    emotion_weights: str | None = None  # weights folder with an emotion classifier; None = labels
+    train: TrainingConfig = field(default_factory=_train_defaults)
+    model: FMTConfig = field(default_factory=_fmt_defaults)
+    audio: AudioEncoderConfig = field(default_factory=_audio_defaults)
+    lr: float = 1e-5  # Adam (paper)
+    betas: tuple[float, float] = (0.9, 0.999)
+    ot_weight: float = 1.0  # λ_OT (paper)
+    velocity_weight: float = 1.0  # λ_vel (paper)
+    drop_audio: float = 0.1  # condition dropout (paper / original code)
+    drop_reference: float = 0.1
+    drop_emotion: float = 0.1
+    drop_prev: float = 0.5
+    samples_per_epoch: int | None = None  # virtual dataset length (default 200 per clip)
+    audio_context_frames: int = 8  # extra speech each side of a window for the log-mel encoder
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+        for name in ("drop_audio", "drop_reference", "drop_emotion", "drop_prev"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+        if self.model.audio_dim != self.audio.feature_dim:
+            raise ValueError(
+                f"model.audio_dim ({self.model.audio_dim}) must equal "
+                f"audio.feature_dim ({self.audio.feature_dim})"
+            )
+        if self.model.num_emotions != len(EMOTION_LABELS):
+            raise ValueError(f"model.num_emotions must be {len(EMOTION_LABELS)}")
+
+
+def flow_matching_losses(
+    velocity: Tensor, u_t: Tensor, prev_motion: Tensor, ot_weight: float = 1.0, velocity_weight: float = 1.0
+) -> dict[str, Tensor]:
+    """FLOAT Eq. 11–13 on one window.
+
+    Args:
+        velocity: v_θ over the window, (B, L'+L, d).
+        u_t: target velocity of the current frames, (B, L, d).
+        prev_motion: ground-truth latents of the previous frames, (B, L', d).
+
+    Returns:
+        {"ot": L_OT, "prev": the previous-frame part of L_OT, "velocity": L_vel, "loss": total}.
+    """
+    lp = prev_motion.shape[1]
+    ot = (velocity[:, lp:] - u_t).abs().mean()
+    prev = (velocity[:, :lp] - prev_motion).abs().mean() if lp else velocity.new_zeros(())
+    target = torch.cat([prev_motion, u_t], dim=1)
+    vel = (velocity.diff(dim=1) - target.diff(dim=1)).abs().mean()
+    total = ot_weight * (ot + prev) + velocity_weight * vel
+    return {"ot": ot, "prev": prev, "velocity": vel, "loss": total}
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+class MotionWindows(Dataset):
+    """Windows of L'+L frames from cached clip features.
+
+    Item ``i`` is ``{"motion": (L'+L, d), "source_motion": (d,), "emotion": (E,)}`` plus the
+    speech: ``"speech_hidden": (L'+L, H)`` (wav2vec2 front-end) or ``"waveform": (N,)`` with the
+    window's audio and `context` frames either side, and ``"audio_offset"`` / ``"audio_frames"``
+    saying where the window starts in it and how many frames it spans (log-mel front-end). Clip
+    ``i % num_clips``; start and source frame from ``numpy.random.default_rng((seed, i))``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        cache_dir: str | Path,
+        clips: list,
+        window: int,
+        frontend: str,
+        samples_per_epoch: int | None = None,
+        seed: int = 0,
+        context: int = 8,
+        samples_per_frame: int = 640,
+    ) -> None:
+        from ..data.features import load_clip_features
+        from ..data.layout import clip_dir, read_audio
+
+        self.window, self.frontend, self.seed, self.context = window, frontend, int(seed), context
+        self.spf = samples_per_frame
+        self.items = []
+        for meta in clips:
+            feats = load_clip_features(cache_dir, meta.clip_id)
+            item = {"motion": feats["motion_latents"].float(), "emotion": feats["emotion"].float()}
+            if frontend == "wav2vec2":
+                item["speech_hidden"] = feats["speech_hidden"]
+            else:
+                samples, _ = read_audio(clip_dir(root, meta.clip_id))
+                total = meta.num_frames * samples_per_frame
+                wave = np.zeros(total, np.float32)
+                wave[: min(total, samples.size)] = samples[:total]
+                item["waveform"] = normalize_waveform(torch.from_numpy(wave)[None])[0]
+            self.items.append(item)
+        self.samples_per_epoch = int(samples_per_epoch or 200 * len(self.items))
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = self.items[index % len(self.items)]
+        rng = np.random.default_rng((self.seed, index))
+        total = item["motion"].shape[0]
+        start = int(rng.integers(0, total - self.window + 1))
+        out = {
+            "motion": item["motion"][start : start + self.window],
+            "source_motion": item["motion"][int(rng.integers(0, total))],
+            "emotion": item["emotion"],
+        }
+        if "speech_hidden" in item:
+            out["speech_hidden"] = item["speech_hidden"][start : start + self.window].float()
+        else:
+            # the window's speech with `context` frames either side, zero-padded at the clip's ends
+            first, last = start - self.context, start + self.window + self.context
+            wave = item["waveform"]
+            lo, hi = max(first, 0) * self.spf, min(last, total) * self.spf
+            seg = torch.zeros((last - first) * self.spf)
+            seg[lo - first * self.spf : hi - first * self.spf] = wave[lo:hi]
+            out["waveform"] = seg
+        return out
+
+
+def _collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+# --------------------------------------------------------------------------------------------------
+# Task
+# --------------------------------------------------------------------------------------------------
+
+
+class FMTTask(TrainTask):
+    """The flow-matching transformer and the trainable part of the speech front-end (both with EMA)."""
+
+    name = TASK
+
+    def __init__(self, cfg: FMTTrainConfig, audio_encoder: AudioEncoder):
+        self.cfg = cfg
+        self.fmt = FlowMatchingTransformer(cfg.model)
+        self.audio_encoder = audio_encoder.freeze_pretrained_()
+        self.path = OTPath()
+
+    def models(self) -> dict[str, nn.Module]:
+        return {"fmt": self.fmt, "audio_encoder": self.audio_encoder}
+
+    def ema_models(self) -> tuple[str, ...]:
+        return ("fmt", "audio_encoder")
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        params = [*self.fmt.parameters(), *self.audio_encoder.trainable_parameters()]
+        self.opt = torch.optim.Adam(params, lr=self.cfg.lr, betas=self.cfg.betas)
+        return {"fmt": self.opt}
+
+    def speech_features(self, batch: dict[str, Tensor], encoder: nn.Module) -> Tensor:
+        """(B, L'+L, d_a) speech features of the batch's windows."""
+        if "speech_hidden" in batch:
+            return encoder.audio_projection(batch["speech_hidden"])  # type: ignore[union-attr]
+        c, n = self.cfg.audio_context_frames, self.cfg.model.sequence_frames
+        feats = encoder(batch["waveform"], n + 2 * c)
+        return feats[:, c : c + n]
+
+    def train_step(self, batch: dict[str, Tensor], step: int) -> dict[str, float | Tensor]:
+        ctx, cfg = self.ctx, self.cfg
+        batch = {k: v.to(ctx.device) for k, v in batch.items()}
+        lp = cfg.model.context_frames
+        motion = batch["motion"]  # (B, L'+L, d)
+        prev, x1 = motion[:, :lp], motion[:, lp:]
+        b = motion.shape[0]
+        with ctx.amp.autocast():
+            audio = self.speech_features(batch, ctx.models["audio_encoder"])  # (B, L'+L, d_a)
+            cond = WindowConditions(
+                audio=audio[:, lp:],
+                source_motion=batch["source_motion"],
+                emotion=batch["emotion"],
+                prev_motion=prev,
+                prev_audio=audio[:, :lp],
+            )
+
+            def keep(p: float) -> Tensor:
+                return torch.rand(b, device=motion.device) >= p
+
+            prev_keep = keep(cfg.drop_prev)
+            cond = cond.drop(
+                audio=keep(cfg.drop_audio),
+                reference=keep(cfg.drop_reference),
+                emotion=keep(cfg.drop_emotion),
+                prev_motion=prev_keep,
+                prev_audio=keep(cfg.drop_prev),
+            )
+            x0 = torch.randn_like(x1)
+            t = torch.rand(b, device=motion.device)
+            sample = self.path.sample(x0, x1, t)
+            velocity = ctx.models["fmt"](sample.x_t, sample.t, **cond.as_kwargs())
+            losses = flow_matching_losses(velocity, sample.u_t, prev, cfg.ot_weight, cfg.velocity_weight)
+        self.opt.zero_grad(set_to_none=True)
+        ctx.amp.backward(losses["loss"])
+        ctx.amp.step(self.opt)
+        return {k: v.detach() for k, v in losses.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Running and export
+# --------------------------------------------------------------------------------------------------
+
+
+def _initial_audio_encoder(cfg: FMTTrainConfig) -> AudioEncoder:
+    encoder = AudioEncoder(cfg.audio)
+    if cfg.audio.frontend == "wav2vec2":
+        if cfg.audio_weights is None:
+            raise InputError(
+                "the wav2vec2 front-end needs pretrained weights: set audio_weights=DIR (a weights folder, "
+                "e.g. a converted release), or use audio.frontend=logmel"
+            )
+        from ..checkpoint import load_component_state, load_state_strict
+
+        state = load_component_state(cfg.audio_weights, "audio_encoder")
+        own = encoder.state_dict()
+        # the pretrained wav2vec2, and the projection when it fits (a fine-tuning start)
+        picked = {k: v.float() for k, v in state.items() if k in own and own[k].shape == v.shape}
+        missing = [k for k in own if k.startswith("wav2vec2.") and k not in picked]
+        if missing:
+            raise InputError(f"{cfg.audio_weights} has no matching wav2vec2 weights (e.g. {missing[0]})")
+        own.update(picked)
+        load_state_strict(encoder, own, str(cfg.audio_weights))
+    return encoder
+
+
+def train_fmt(cfg: FMTTrainConfig):
+    """Build the feature cache if needed, then run (or resume) a stage-2 training."""
+    from ..data.features import build_feature_cache, cache_name
+    from ..data.pairs import scan_clips
+    from . import distributed as D
+    from .autoencoder import autoencoder_fingerprint, load_motion_autoencoder
+    from .trainer import Trainer, seed_everything
+
+    if not cfg.data or not cfg.autoencoder:
+        raise InputError("set data=DIR (a prepared dataset) and autoencoder=RUN_OR_WEIGHTS (stage 1)")
+    window = cfg.model.sequence_frames
+    scan = scan_clips(cfg.data, "train", min_frames=window, need_audio=True)
+    if D.is_main() and scan.skipped:
+        print(scan.report())
+    autoencoder = load_motion_autoencoder(cfg.autoencoder)
+    if autoencoder.config.latent_dim != cfg.model.latent_dim:
+        raise InputError(
+            f"model.latent_dim ({cfg.model.latent_dim}) must equal the auto-encoder's latent_dim "
+            f"({autoencoder.config.latent_dim})"
+        )
+    seed_everything(cfg.train.seed)  # the speech encoder's initial weights depend on the seed only
+    audio_encoder = _initial_audio_encoder(cfg)
+    emotion = None
+    if cfg.emotion_weights is not None:
+        from ..checkpoint import load_model
+
+        emotion = load_model(cfg.emotion_weights, with_emotion=True).emotion
+    frozen = (autoencoder_fingerprint(cfg.autoencoder), cfg.audio, cfg.audio_weights, cfg.emotion_weights)
+    name = cache_name(*frozen)
+    cache = Path(cfg.data) / "cache" / name
+    if D.is_main():
+        build_feature_cache(
+            cfg.data,
+            scan.clips,
+            cache,
+            autoencoder,
+            audio_encoder if cfg.audio.frontend == "wav2vec2" else None,
+            emotion,
+            device=D.resolve_device(cfg.train.device),
+        )
+    D.barrier()
+    dataset = MotionWindows(
+        cfg.data,
+        cache,
+        scan.clips,
+        window,
+        cfg.audio.frontend,
+        samples_per_epoch=cfg.samples_per_epoch,
+        seed=cfg.train.seed,
+        context=cfg.audio_context_frames,
+        samples_per_frame=round(cfg.audio.sample_rate / cfg.audio.fps),
+    )
+    seed_everything(cfg.train.seed)
+    task = FMTTask(cfg, audio_encoder.cpu())
+    return Trainer(cfg.train, task, dataset, _collate, run_config=cfg).fit()
+
+
+@register_exporter(TASK)
+def export_fmt(checkpoint: dict[str, Any], out_dir: Path, options: ExportOptions) -> Path:
+    """Stage-2 run -> a complete weights folder: its transformer and speech encoder, the stage-1 auto-encoder.
+
+    The emotion classifier comes from --base when given (else `--emotion auto` falls back to neutral).
+    """
+    from .autoencoder import load_motion_autoencoder
+
+    cfg = config_from_dict(FMTTrainConfig, checkpoint["config"])
+    autoencoder = load_motion_autoencoder(cfg.autoencoder)
+    float_config = FloatConfig(
+        motion_ae=autoencoder.config, fmt=cfg.model, audio=cfg.audio, emotion=EmotionConfig()
+    )
+    if options.base is not None:
+        from ..checkpoint import read_config
+
+        base_config, _ = read_config(options.base)
+        float_config = dataclasses.replace(float_config, emotion=base_config.emotion)
+    states = {
+        "motion_ae": autoencoder.state_dict(),
+        "fmt": model_state(checkpoint, "fmt", ema=options.use_ema),
+        "audio_encoder": model_state(checkpoint, "audio_encoder", ema=options.use_ema),
+    }
+    return write_float_model(out_dir, float_config, states, base=options.base)
