@@ -109,16 +109,9 @@ class MouthTrack:
 
 
 def _import_mediapipe() -> Any:
-    from floatalk.face.detector import INSTALL_HINT
+    from floatalk.face.detector import import_mediapipe
 
-    try:
-        import mediapipe as mp
-    except Exception as exc:  # ImportError, or e.g. a protobuf/NumPy ABI mismatch inside mediapipe
-        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModuleNotFoundError) else str(exc)
-        raise InputError(
-            f"measuring mouth opening needs MediaPipe, which could not be imported ({reason}); "
-            f"install it with {INSTALL_HINT}"
-        ) from exc
+    mp = import_mediapipe("measuring mouth opening")
     if not hasattr(mp, "solutions") or not hasattr(mp.solutions, "face_mesh"):
         raise InputError(
             f"MediaPipe {getattr(mp, '__version__', '?')} bundles no face mesh model; "

@@ -320,15 +320,23 @@ def _tasks_model() -> tuple[bytes, str]:
     return path.read_bytes(), path.name
 
 
-def _create_backend() -> _Backend:
+def import_mediapipe(purpose: str, alternative: str = "") -> Any:
+    """``import mediapipe``, or a one-line InputError naming `purpose`, the install hint and `alternative`."""
     try:
         import mediapipe as mp
     except Exception as exc:  # ImportError, or e.g. a protobuf/NumPy ABI mismatch inside mediapipe
         reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModuleNotFoundError) else str(exc)
         raise InputError(
-            f"automatic face crop needs MediaPipe, which could not be imported ({reason}); "
-            f"install it with {INSTALL_HINT}, or pass --no-crop if the image is already a cropped portrait"
+            f"{purpose} needs MediaPipe, which could not be imported ({reason}); "
+            f"install it with {INSTALL_HINT}{alternative}"
         ) from exc
+    return mp
+
+
+def _create_backend() -> _Backend:
+    mp = import_mediapipe(
+        "automatic face crop", ", or pass --no-crop if the image is already a cropped portrait"
+    )
     if hasattr(mp, "solutions") and not os.environ.get(MODEL_ENV_VAR):
         return _SolutionsBackend(mp)
     model, source = _tasks_model()

@@ -208,24 +208,7 @@ def load_vgg19(path: str | os.PathLike, layers: Sequence[str] = DEFAULT_LAYERS) 
         )
     state = _features_state(_read_state(p), str(p))
     model = VGG19Features(layers)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-        if keys:
-            shown = ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
-            problems.append(f"{label}: {shown}")
-    if problems:
-        raise CheckpointError(
-            f"VGG-19 weights {str(p)!r} do not match VGG-19 features: " + "; ".join(problems)
-        )
-    with torch.no_grad():
-        for key, value in state.items():
-            own[key].copy_(value.to(torch.float32))
+    from ..checkpoint import load_state_strict
+
+    load_state_strict(model, {k: v.to(torch.float32) for k, v in state.items()}, f"VGG-19 weights {str(p)!r}")
     return model
