@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	@echo "make demo needs \`floatalk generate\` and shipped demo weights (issues #3 and #5)."
+	@echo "make demo needs the shipped demo weights, which issue #5 trains (not there yet)."
 	@echo "Until then: convert the original release with \`floatalk convert-original\` (see README)."
 
 lint: $(STAMP)
