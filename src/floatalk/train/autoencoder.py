@@ -74,6 +74,7 @@ class AutoencoderTrainConfig:
     betas: tuple[float, float] = (0.5, 0.99)
     adversarial_start: int = 0  # steps of pure reconstruction before the GAN terms start
     disc_channel_max: int = 256  # width cap of the 2-scale discriminator
+    disc_channel_base: int = 16384  # its width at resolution r: min(disc_channel_max, base // r)
     component_channels: int = 32  # first-layer width of the eye / mouth discriminators (GFPGAN: 64)
     component_crop: int = 32  # side the eye / mouth boxes are resampled to
     samples_per_epoch: int | None = None  # length of the virtual dataset (default 100 per clip)
@@ -107,7 +108,9 @@ class AutoencoderTask(TrainTask):
         for name, p in self.autoencoder.named_parameters():
             if name.startswith("dec.to_rgb1.") or name.endswith(".noise.weight"):
                 p.requires_grad_(False)
-        self.discriminator = MultiScaleDiscriminator(size, num_scales=2, channel_max=cfg.disc_channel_max)
+        self.discriminator = MultiScaleDiscriminator(
+            size, num_scales=2, channel_max=cfg.disc_channel_max, channel_base=cfg.disc_channel_base
+        )
         self.eye_disc = ComponentDiscriminator(cfg.component_channels, channel_max=cfg.disc_channel_max)
         self.mouth_disc = ComponentDiscriminator(cfg.component_channels, channel_max=cfg.disc_channel_max)
         vgg = load_vgg19(cfg.vgg_weights) if cfg.vgg_weights else None
