@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import wave
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,7 +238,3 @@ def read_tracks(clip: Path) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 
-
-def iter_clip_dirs(root: str | os.PathLike[str]) -> Iterator[Path]:
-    for meta in list_clips(root):
-        yield clip_dir(root, meta.clip_id)
