@@ -237,4 +237,3 @@ def read_tracks(clip: Path) -> dict[str, np.ndarray]:
         return {}
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
-
