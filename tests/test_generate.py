@@ -13,7 +13,7 @@ from conftest import randomize_
 from floatalk.checkpoint import save_model
 from floatalk.cli import main as cli_main
 from floatalk.config import preset
-from floatalk.generate import GenerateOptions, load_motion_file
+from floatalk.generate import GenerateOptions, generate_frames, load_motion_file
 from floatalk.io import read_video_info
 from floatalk.models.float_model import FloatModel
 from floatalk.pipeline import FloatPipeline
@@ -123,6 +123,34 @@ def test_without_guidance_the_speech_is_ignored(files):
     first = pipe.config.fmt.clip_frames
     assert np.array_equal(a[:first], b[:first])
     assert not np.array_equal(a[first:], b[first:])
+
+
+def test_zero_audio_makes_the_motion_independent_of_the_speech(files):
+    """zero_audio samples with the null speech condition in every window: any speech of the same
+    length gives the same latents for the same seed (and a fixed emotion), unlike normal sampling."""
+    pipe = FloatPipeline.from_pretrained(files / "weights")
+    n = int(16000 * 1.5)
+    noise = np.random.default_rng(1).normal(0, 0.2, n).astype(np.float32)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)
+
+    def motion(speech: np.ndarray, zero_audio: bool) -> torch.Tensor:
+        opts = GenerateOptions(crop=False, seed=5, nfe=2, emotion="neutral", zero_audio=zero_audio)
+        got = []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for _ in generate_frames(pipe, str(files / "face.png"), speech, opts, on_motion=got.append):
+                pass
+        finally:
+            torch.set_num_threads(threads)
+        return got[0]
+
+    zero_a, zero_b = motion(noise, True), motion(tone, True)
+    assert zero_a.shape == (38, 32)  # ceil(1.5 s * 25), several windows
+    assert torch.equal(zero_a, zero_b)
+    speech_a, speech_b = motion(noise, False), motion(tone, False)
+    assert not torch.allclose(speech_a, speech_b)
+    assert not torch.allclose(zero_a, speech_a)
 
 
 @pytest.mark.parametrize(
@@ -347,3 +375,20 @@ def test_auto_emotion_without_emotion_model_says_so(files, capsys, tmp_path):
     assert run(files, "--weights", str(tmp_path / "noemo"), "--seed", "0", out="noemo.mp4") == 0
     out = capsys.readouterr().out
     assert "emotion auto (neutral)" in out and "note: no speech-emotion model" in out
+
+
+def test_size_resizes_the_output_frames(files, capsys):
+    from floatalk.io import read_video_frames
+
+    assert run(files, "--seed", "1", out="native.mp4") == 0
+    assert run(files, "--seed", "1", "--size", "96", out="big.mp4") == 0
+    native = read_video_frames(files / "native.mp4")
+    big = read_video_frames(files / "big.mp4")
+    assert native.shape[1:3] == (32, 32) and big.shape == (native.shape[0], 96, 96, 3)
+    # the same frames, enlarged: shrinking them back gives the native video up to codec noise
+    small = np.stack([np.asarray(Image.fromarray(f).resize((32, 32), Image.Resampling.BOX)) for f in big])
+    assert np.abs(small.astype(float) - native.astype(float)).mean() < 8
+    capsys.readouterr()
+    assert run(files, "--size", "8", out="bad.mp4") == 2
+    assert "size must be an integer from 16 to 4096" in capsys.readouterr().err
+    assert not (files / "bad.mp4").exists()

@@ -81,6 +81,8 @@ def _generate(args: argparse.Namespace) -> int:
         motion_edits=tuple(args.edit_motion or ()),
         motion_scale=args.motion_scale,
         decode_batch_size=args.batch_size,
+        zero_audio=args.zero_audio,
+        output_size=args.size,
     ).validate()
     device = _pick_device(args.device)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
@@ -232,18 +234,34 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     tr.set_defaults(func=_train)
 
 
-def _evaluate_lipsync(args: argparse.Namespace) -> int:
+def _check_json_out(path: str | None) -> None:
+    """One-line errors for a --json OUT that cannot be written, before any work."""
+    from pathlib import Path
+
+    if path is not None:
+        out = Path(path)
+        if out.is_dir():
+            raise InputError(f"--json {path!r} is a directory; give a file name such as report.json")
+        if not out.resolve().parent.is_dir():
+            raise InputError(f"--json {path!r}: its folder does not exist; create it first")
+
+
+def _write_json(path: str | None, data: dict) -> None:
     import json
     from pathlib import Path
 
+    if path is not None:
+        try:
+            Path(path).write_text(json.dumps(data, indent=2) + "\n")
+        except OSError as e:
+            raise InputError(f"--json {path!r} could not be written ({e.strerror})") from None
+        print(f"wrote {path}")
+
+
+def _evaluate_lipsync(args: argparse.Namespace) -> int:
     from .evaluate.lipsync import evaluate_lipsync
 
-    if args.json is not None:
-        out = Path(args.json)
-        if out.is_dir():
-            raise InputError(f"--json {args.json!r} is a directory; give a file name such as report.json")
-        if not out.resolve().parent.is_dir():
-            raise InputError(f"--json {args.json!r}: its folder does not exist; create it first")
+    _check_json_out(args.json)
     bar = None
 
     def progress(done: int) -> None:
@@ -268,19 +286,56 @@ def _evaluate_lipsync(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     print(report.summary())
-    if args.json is not None:
-        try:
-            Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        except OSError as e:
-            raise InputError(f"--json {args.json!r} could not be written ({e.strerror})") from None
-        print(f"wrote {args.json}")
+    _write_json(args.json, report.to_dict())
+    return 0
+
+
+def _evaluate_synthetic(args: argparse.Namespace) -> int:
+    from .evaluate.synthetic import evaluate_synthetic_lipsync
+
+    _check_json_out(args.json)
+    if args.max_clips is not None and args.max_clips < 1:
+        raise InputError(f"--max-clips must be >= 1, got {args.max_clips}")
+    device = _pick_device(args.device)
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and not args.quiet:  # created once the inputs are checked and the model loaded
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="clip", desc="evaluating", dynamic_ncols=True, file=sys.stderr)
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        report = evaluate_synthetic_lipsync(
+            args.weights,
+            args.data,
+            split=args.split,
+            zero_audio=args.zero_audio,
+            seed=args.seed,
+            nfe=args.nfe,
+            audio_scale=args.audio_scale,
+            emotion_scale=args.emotion_scale,
+            device=device,
+            videos_dir=args.videos,
+            clips=args.max_clips,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(report.summary())
+    _write_json(args.json, report.to_dict())
     return 0
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "evaluate",
-        help="measure talking-face videos (lip sync)",
+        help="measure talking-face videos (lip sync), or a model on a synthetic dataset",
         description="Measure talking-face videos.",
     )
     metrics = ev.add_subparsers(dest="metric", required=True, metavar="METRIC")
@@ -311,6 +366,49 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     lip.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     lip.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     lip.set_defaults(func=_evaluate_lipsync)
+
+    syn = metrics.add_parser(
+        "synthetic",
+        help="lip sync of a weights folder on the held-out clips of a synthetic dataset",
+        usage="floatalk evaluate synthetic DATA [--weights DIR] [--split test] [--zero-audio] "
+        "[--seed N] [--nfe N] [--audio-scale G] [--videos DIR] [--max-clips N] [--json OUT]",
+        description="For every clip of a split of the synthetic dataset DATA (floatalk prepare "
+        "--synthetic), animate its first frame with its speech and emotion label (clip i in id order "
+        "uses seed N + i) and measure the video as `floatalk evaluate lipsync VIDEO --reference CLIP`: "
+        "Pearson r of the mouth opening with the clip's ground-truth mouth track and with the speech "
+        "envelope. Clips without a detectable face are counted and left out of the means. "
+        "--zero-audio gives the baseline: the same clips and seeds, motion sampled without the speech.",
+    )
+    syn.add_argument("data", metavar="DATA", help="synthetic dataset folder (clips with tracks.npz)")
+    syn.add_argument("--weights", help="weights folder (default: $FLOATALK_WEIGHTS, else the demo weights)")
+    syn.add_argument("--split", choices=("test", "train"), default="test", help="clips to use (default test)")
+    syn.add_argument(
+        "--zero-audio",
+        action="store_true",
+        help="baseline: sample the motion without the speech condition (the videos keep the sound)",
+    )
+    syn.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the first clip; clip i uses N + i (default 0)",
+    )
+    syn.add_argument(
+        "--nfe", type=int, default=10, metavar="N", help="velocity evaluations per 2 s window (default 10)"
+    )
+    syn.add_argument(
+        "--audio-scale", type=float, default=2.0, metavar="G", help="audio guidance g_a (default 2)"
+    )
+    syn.add_argument(
+        "--emotion-scale", type=float, default=1.0, metavar="G", help="emotion guidance g_e (default 1)"
+    )
+    syn.add_argument("--videos", metavar="DIR", help="keep the generated videos there as CLIP_ID.mp4")
+    syn.add_argument("--max-clips", type=int, metavar="N", help="evaluate only the first N clips")
+    syn.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    syn.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    syn.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    syn.set_defaults(func=_evaluate_synthetic)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,6 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help='initial noise of every window (.safetensors with a tensor "noise"; replaces --seed), '
         "to reproduce another implementation's run exactly",
+    )
+    gen.add_argument(
+        "--size",
+        type=int,
+        metavar="N",
+        help="resize the output frames to N x N (bicubic; default: the model's size, 512 for the release)",
+    )
+    gen.add_argument(
+        "--zero-audio",
+        action="store_true",
+        help="ablation: sample the motion without the speech condition (the video keeps the sound)",
     )
     gen.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")

@@ -7,6 +7,7 @@ bad value fails before any heavy work. `generate_frames` yields frames as they a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -48,6 +49,8 @@ class GenerateOptions:
     motion_edits: tuple[tuple[int, float], ...] = ()  # lambda-control: (direction k, delta) pairs
     motion_scale: float = 1.0  # amplitude of generated motion around the source pose
     decode_batch_size: int | None = None  # frames per decoder call (default: 1 on CPU, 8 elsewhere)
+    zero_audio: bool = False  # ablation: sample with the null speech condition (the video keeps its sound)
+    output_size: int | None = None  # resize the frames to this side (bicubic); None = the model's size
 
     def validate(self) -> GenerateOptions:
         """Raise InputError (one line) for any out-of-range value; returns self."""
@@ -76,6 +79,12 @@ class GenerateOptions:
             raise InputError(f"crop fill must be one of {', '.join(CROP_FILLS)}, got {self.crop_fill!r}")
         if self.decode_batch_size is not None and self.decode_batch_size < 1:
             raise InputError(f"decode batch size must be >= 1, got {self.decode_batch_size}")
+        if self.output_size is not None and (
+            isinstance(self.output_size, bool)
+            or not isinstance(self.output_size, int)
+            or not 16 <= self.output_size <= 4096
+        ):
+            raise InputError(f"size must be an integer from 16 to 4096, got {self.output_size!r}")
         for k, delta in self.motion_edits:
             if k < 0 or not math.isfinite(delta):
                 raise InputError(f"edit-motion needs K >= 0 and a finite DELTA, got {k}={delta}")
@@ -230,6 +239,8 @@ def generate_frames(
         total = latents_all.shape[0]
     else:
         audio_enc = pipe.encode_audio(wave)
+        if options.zero_audio:  # the "no speech" condition the model saw under condition dropout
+            audio_enc = dataclasses.replace(audio_enc, features=torch.zeros_like(audio_enc.features))
         t = tick("speech features", t)
         emotion_label = options.emotion.strip().lower()
         if emotion_label == "auto" and pipe.model.emotion is None:
@@ -273,6 +284,8 @@ def generate_frames(
         latents = pipe.edit_motion(latents[0], source, edits, options.motion_scale)
         for frames in pipe.iter_frames(source, latents, options.decode_batch_size):
             out = _to_uint8(frames)
+            if options.output_size is not None and options.output_size != out.shape[1]:
+                out = _resize_frames(out, options.output_size)
             t = tick("decoding", t)
             done += out.shape[0]
             if progress is not None:
@@ -281,6 +294,14 @@ def generate_frames(
             t = time.perf_counter()
     if on_motion is not None:
         on_motion(torch.cat(sampled))
+
+
+def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(n, H, W, 3) uint8 -> (n, size, size, 3) uint8, bicubic."""
+    from PIL import Image
+
+    resample = Image.Resampling.BICUBIC
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), resample)) for f in frames])
 
 
 def _check_noise(noise, num_frames: int, pipe: FloatPipeline) -> torch.Tensor:
@@ -326,7 +347,7 @@ def generate_video(
     t_audio = time.perf_counter()
     image = prepare_image(image, pipe.image_size, options)
     report: dict = {"stage_seconds": {"audio load": t_audio - start, "crop": time.perf_counter() - t_audio}}
-    size = pipe.image_size
+    size = options.output_size or pipe.image_size
     captured: list[torch.Tensor] = []
     frames = generate_frames(
         pipe,

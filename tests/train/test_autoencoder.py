@@ -145,3 +145,40 @@ def test_unknown_setting_is_one_line(data, tmp_path, capsys):
     assert train(data, tmp_path / "r", "model.sise=64") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sise" in err
+
+
+def test_identity_flow_init_starts_every_level_at_the_identity_warp():
+    from floatalk.config import MotionAEConfig
+    from floatalk.models.motion_ae import MotionAutoEncoder
+    from floatalk.models.motion_ae.decoder import identity_grid
+    from floatalk.train.autoencoder import AutoencoderTask, AutoencoderTrainConfig, identity_flow_init_
+
+    torch.manual_seed(0)
+    model = MotionAutoEncoder(
+        MotionAEConfig(size=32, latent_dim=32, motion_dim=4, channel_base=256, channel_max=16)
+    )
+    grids = []
+    hooks = [h.register_forward_hook(lambda m, i, o: grids.append(o[3])) for h in model.dec.to_flows]
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        model(x, x.flip(0))
+    # the random start warps every level (this is what the init removes)
+    assert all((g - identity_grid(g.shape[1], 2, g)).abs().mean() > 0.05 for g in grids)
+    identity_flow_init_(model)
+    grids.clear()
+    with torch.no_grad():
+        model(x, x.flip(0))
+    assert len(grids) == len(model.dec.to_flows)
+    for g in grids:
+        torch.testing.assert_close(g, identity_grid(g.shape[1], 2, g), rtol=0, atol=0)
+    for h in hooks:
+        h.remove()
+    # the training task applies it unless asked not to, and the flow heads still get gradients
+    task = AutoencoderTask(AutoencoderTrainConfig(model=model.config))
+    assert all(h.conv.weight.detach().abs().max().item() == 0 for h in task.autoencoder.dec.to_flows)
+    (task.autoencoder(x, x.flip(0)) - x).abs().mean().backward()
+    assert all(float(h.conv.weight.grad.abs().max()) > 0 for h in task.autoencoder.dec.to_flows)
+    task = AutoencoderTask(AutoencoderTrainConfig(model=model.config, flow_init="random"))
+    assert all(h.conv.weight.detach().abs().max().item() > 0 for h in task.autoencoder.dec.to_flows)
+    with pytest.raises(ValueError, match="flow_init"):
+        AutoencoderTrainConfig(flow_init="zeros")

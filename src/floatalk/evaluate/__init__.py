@@ -1,4 +1,5 @@
-"""Evaluation of talking-face videos: mouth opening (MediaPipe face mesh) and lip sync with the speech.
+"""Evaluation of talking-face videos: mouth opening (MediaPipe face mesh) and lip sync with the speech,
+and lip sync of a model on the held-out clips of a synthetic dataset.
 
 Importing this package never imports MediaPipe; it is loaded on the first measurement.
 """
@@ -16,12 +17,20 @@ from floatalk.evaluate.lipsync import (
     speech_envelope,
 )
 from floatalk.evaluate.mouth import MouthTrack, MouthTracker, mouth_opening, track_mouth
+from floatalk.evaluate.synthetic import (
+    SyntheticClipScore,
+    SyntheticLipSyncReport,
+    evaluate_synthetic_lipsync,
+)
 
 __all__ = [
     "LipSyncReport",
     "MouthTrack",
     "MouthTracker",
+    "SyntheticClipScore",
+    "SyntheticLipSyncReport",
     "evaluate_lipsync",
+    "evaluate_synthetic_lipsync",
     "lag_correlations",
     "lagged_pearson",
     "load_reference_track",
