@@ -26,9 +26,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
+# A shipped portrait speaks a shipped speech clip (held out from training) with the demo weights
+# (src/floatalk/assets/demo_weights: a small model trained here on synthetic data, see README).
+DEMO_IMAGE ?= src/floatalk/assets/portraits/obama.jpg
+DEMO_AUDIO ?= src/floatalk/assets/speech/librivox_0930.flac
 demo: $(STAMP)
-	@echo "make demo needs the shipped demo weights, which issue #5 trains (not there yet)."
-	@echo "Until then: convert the original release with \`floatalk convert-original\` (see README)."
+	$(VENV)/bin/floatalk generate --image $(DEMO_IMAGE) --audio $(DEMO_AUDIO) --seed 0 --size 256 -o demo.mp4
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -9,7 +9,7 @@ B. Audio guidance g_a (paper Eq. 14): the mouth opening measured with MediaPipe'
    envelope; g_a = 0 with the speech condition zeroed as the speech-free baseline.
 C. lambda-control (paper Eq. 15): one generated frame moved along the motion directions v_k whose
    coefficients vary most in the generated motion, by delta = -2s .. +2s (s = the coefficient's
-   standard deviation over the clip).
+   standard deviation over the clip, sigma_k in the figure).
 
 Usage (the demo weights and the shipped assets by default):
 
@@ -152,13 +152,18 @@ def make_figure(
     def big(img: np.ndarray) -> np.ndarray:
         return img.repeat(zoom, 0).repeat(zoom, 1)
 
-    fig = plt.figure(figsize=(12, 4.2 + 2.0 * directions), dpi=100)
-    sub = fig.subfigures(3, 1, height_ratios=(1.0, 1.1, 0.75 * directions))
-    axes = sub[0].subplots(1, len(EMOTIONS))
-    for ax, label, img in zip(axes, EMOTIONS, emo_frames):
-        ax.imshow(big(img))
-        ax.set_title(label, fontsize=10)
-        ax.axis("off")
+    fig = plt.figure(figsize=(12, 5.4 + 2.0 * directions), dpi=100)
+    sub = fig.subfigures(3, 1, height_ratios=(1.6, 1.1, 0.75 * directions))
+    axes = sub[0].subplots(2, len(EMOTIONS))
+    for j, (label, img) in enumerate(zip(EMOTIONS, emo_frames)):
+        axes[0][j].imshow(big(img))
+        axes[0][j].set_title(label, fontsize=10)
+        diff = np.abs(img.astype(np.float32) - emo_frames[0].astype(np.float32)).mean(-1)
+        axes[1][j].imshow(big(np.clip(diff * 4, 0, 255).astype(np.uint8)), cmap="magma", vmin=0, vmax=255)
+        for a in axes[:, j]:
+            a.set_xticks([])
+            a.set_yticks([])
+    axes[1][0].set_ylabel("|x - neutral| x 4", fontsize=9)
     sub[0].suptitle(
         f"A. Emotion redirection: frame {t_show} of the same speech, condition = label, "
         f"g_e = {emotion_scale:g}",
@@ -188,7 +193,7 @@ def make_figure(
             a.set_xticks([])
             a.set_yticks([])
             if i == 0:
-                a.set_title(f"delta = {d:+g} s", fontsize=10)
+                a.set_title(rf"$\delta = {d:+g}\,\sigma_k$", fontsize=10)
             if j == 0:
                 a.set_ylabel(f"v_{k}", fontsize=10)
     sub[2].suptitle(

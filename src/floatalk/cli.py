@@ -145,7 +145,7 @@ def _prepare(args: argparse.Namespace) -> int:
         size=512 if args.size is None else args.size,
         max_seconds=args.max_seconds,
         min_frames=args.min_frames,
-        test_fraction=args.test_fraction,
+        test_fraction=args.test_fraction or 0.0,
         allow_silent=args.allow_silent,
         detect_every=args.detect_every,
         landmarks_every=args.landmarks_every,
@@ -170,7 +170,12 @@ def _prepare_synthetic(args: argparse.Namespace, out_dir: str) -> int:
         if exc.name and exc.name.startswith("floatalk"):
             raise InputError("this floatalk version has no synthetic dataset generator") from None
         raise
-    fields = {"size": args.size, "num_clips": args.num_clips, "seed": args.seed}
+    fields = {
+        "size": args.size,
+        "num_clips": args.num_clips,
+        "seed": args.seed,
+        "test_fraction": args.test_fraction,
+    }
     try:
         config = SyntheticConfig(**{k: v for k, v in fields.items() if v is not None})
     except ValueError as exc:  # the config's own checks: a bad --size / --num-clips / --seed
@@ -537,7 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-frames", type=int, default=25, help="skip videos/clips shorter than this (25 fps frames)"
     )
     prep.add_argument(
-        "--test-fraction", type=float, default=0.0, help="fraction of videos held out as the test split"
+        "--test-fraction",
+        type=float,
+        help="fraction of videos (or synthetic clips) held out as the test split (default 0; 0.125 with --synthetic)",
     )
     prep.add_argument(
         "--allow-silent", action="store_true", help="use videos without an audio track (writes silence)"

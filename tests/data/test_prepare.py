@@ -421,3 +421,16 @@ def test_synthetic_through_cli(tmp_path, capsys):
     assert main(["prepare", "--synthetic", str(out), "--num-clips", "2", "--size", "32", "--seed", "0"]) == 0
     assert len(list_clips(out)) == 2
     assert "2 synthetic clips" in capsys.readouterr().out
+
+
+def test_synthetic_test_fraction_is_honoured(tmp_path, capsys):
+    """--test-fraction used to be ignored with --synthetic (always 1/8 held out)."""
+    pytest.importorskip("floatalk.data.synthetic")
+    out = tmp_path / "syn"
+    args = ["prepare", "--synthetic", str(out), "--num-clips", "4", "--size", "16", "--seed", "0"]
+    assert main([*args, "--test-fraction", "0.5"]) == 0
+    assert len(list_clips(out, "test")) == 2 and len(list_clips(out, "train")) == 2
+    capsys.readouterr()
+    assert main([*args[:2], str(tmp_path / "bad"), *args[3:], "--test-fraction", "1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "test_fraction" in err and len(err.splitlines()) == 1
