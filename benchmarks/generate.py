@@ -1,6 +1,7 @@
 """End-to-end `floatalk generate` benchmark: per-stage time, frames/s and peak memory by audio length.
 
     python benchmarks/generate.py [--seconds 5 60 600] [--device cpu] [--max-frames N] [--preset float-512]
+                                  [--weights DIR]
 
 Each length runs in a fresh process (so its peak RSS is its own) through the same code path as the
 command: a 1024x768 photo with a face (face detection + crop; random image with --no-crop when the
@@ -99,7 +100,10 @@ def run_one(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(0)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    pipe = FloatPipeline(FloatModel(preset(args.preset)), device=device, dtype=dtype)
+    if args.weights:  # a trained weights folder (e.g. the shipped demo weights) instead of a preset
+        pipe = FloatPipeline.from_pretrained(args.weights, device=device, dtype=dtype)
+    else:
+        pipe = FloatPipeline(FloatModel(preset(args.preset)), device=device, dtype=dtype)
     load_seconds = time.perf_counter() - t0
     rss_model = peak_rss_mb()
     if device.type == "cuda":
@@ -131,6 +135,7 @@ def run_one(args: argparse.Namespace) -> dict:
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "preset": args.preset,
+        "weights": args.weights,
         "crop": crop,
         "num_frames_total": report.get("num_frames"),
         "frames_rendered": count,
@@ -175,6 +180,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0, 60.0, 600.0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--preset", default="float-512")
+    parser.add_argument("--weights", help="a weights folder to load instead of --preset (random weights)")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     parser.add_argument("--nfe", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=None, help="frames per decoder call")
@@ -190,6 +196,8 @@ def main() -> None:
     for seconds in args.seconds:
         cmd = [sys.executable, __file__, "--child", "--seconds", str(seconds), "--device", args.device]
         cmd += ["--preset", args.preset, "--nfe", str(args.nfe), "--dtype", args.dtype]
+        if args.weights:
+            cmd += ["--weights", args.weights]
         if args.batch_size:
             cmd += ["--batch-size", str(args.batch_size)]
         if args.max_frames:

@@ -8,7 +8,7 @@ B. Audio guidance g_a (paper Eq. 14): the mouth opening measured with MediaPipe'
    generated frames (`floatalk.evaluate.MouthTracker`) over time, for several g_a, with the speech
    envelope; g_a = 0 with the speech condition zeroed as the speech-free baseline.
 C. lambda-control (paper Eq. 15): one generated frame moved along the motion directions v_k whose
-   coefficients vary most in the generated motion, by delta = -2s .. +2s (s = the coefficient's
+   coefficients vary most in the generated motion, by delta = -6s .. +6s (s = the coefficient's
    standard deviation over the clip, sigma_k in the figure).
 
 Usage (the demo weights and the shipped assets by default):
@@ -77,6 +77,14 @@ class Session:
         return np.concatenate([to_uint8(f) for f in self.pipe.iter_frames(self.source, latents)])
 
 
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when inside it (for the saved numbers)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def mouth_curve(frames: np.ndarray) -> np.ndarray:
     """Mouth opening per frame (inner-lip gap / inter-ocular distance; NaN where no face)."""
     from floatalk.evaluate import MouthTracker
@@ -109,7 +117,7 @@ def make_figure(
     s = Session(weights, image, audio, seed, nfe)
     T = s.audio.num_frames
     t_show = min(T - 1, int(frame * T))
-    numbers: dict = {"weights": str(weights), "image": str(image), "audio": str(audio), "seed": seed}
+    numbers: dict = {"weights": _shown(weights), "image": _shown(image), "audio": _shown(audio), "seed": seed}
 
     # A: emotion redirection, the frame at t_show for each label
     emo_frames, emo_latents = [], {}
@@ -139,7 +147,7 @@ def make_figure(
         coeffs = basis.coefficients(base.float())  # (T, M)
     std = coeffs.std(dim=0)
     top = [int(k) for k in std.argsort(descending=True)[:directions]]
-    deltas = (-2.0, -1.0, 0.0, 1.0, 2.0)
+    deltas = (-6.0, -3.0, 0.0, 3.0, 6.0)
     grid_rows = []
     for k in top:
         row = []
@@ -153,7 +161,7 @@ def make_figure(
         return img.repeat(zoom, 0).repeat(zoom, 1)
 
     fig = plt.figure(figsize=(12, 5.4 + 2.0 * directions), dpi=100)
-    sub = fig.subfigures(3, 1, height_ratios=(1.6, 1.1, 0.75 * directions))
+    sub = fig.subfigures(3, 1, height_ratios=(1.6, 1.3, 0.75 * directions))
     axes = sub[0].subplots(2, len(EMOTIONS))
     for j, (label, img) in enumerate(zip(EMOTIONS, emo_frames)):
         axes[0][j].imshow(big(img))
