@@ -544,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument(
         "--test-fraction",
         type=float,
-        help="fraction of videos (or synthetic clips) held out as the test split (default 0; 0.125 with --synthetic)",
+        help="fraction of videos (or synthetic clips) held out as the test split "
+        "(default 0; 0.125 with --synthetic)",
     )
     prep.add_argument(
         "--allow-silent", action="store_true", help="use videos without an audio track (writes silence)"
