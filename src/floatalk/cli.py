@@ -100,17 +100,7 @@ def _generate(args: argparse.Namespace) -> int:
     if bad := [k for k, _ in options.motion_edits if k >= m]:
         raise InputError(f"edit-motion direction {bad[0]} out of range; this model has directions 0..{m - 1}")
     pipe = FloatPipeline(model, device=device, dtype=dtype)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="frame", desc="generating", dynamic_ncols=True, file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    bar = _LazyBar(args.quiet, unit="frame", desc="generating")
     try:
         result = generate_video(
             pipe,
@@ -121,11 +111,10 @@ def _generate(args: argparse.Namespace) -> int:
             motion=motion,
             noise=noise,
             save_motion=args.save_motion,
-            progress=progress,
+            progress=bar.update,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     print(result.summary())
     return 0
 
@@ -263,21 +252,35 @@ def _write_json(path: str | None, data: dict) -> None:
         print(f"wrote {path}")
 
 
+class _LazyBar:
+    """A progress bar on stderr created at its first update, so that nothing is drawn before an
+    early one-line error; `quiet` draws none. update(done[, total]) sets the count (and total)."""
+
+    def __init__(self, quiet: bool, **tqdm_kwargs) -> None:
+        self.quiet = quiet
+        self.kwargs = tqdm_kwargs
+        self.bar = None
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if self.bar is None and not self.quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, dynamic_ncols=True, file=sys.stderr, **self.kwargs)
+        if self.bar is not None:
+            if total is not None:
+                self.bar.total = total
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _evaluate_lipsync(args: argparse.Namespace) -> int:
     from .evaluate.lipsync import evaluate_lipsync
 
     _check_json_out(args.json)
-    bar = None
-
-    def progress(done: int) -> None:
-        nonlocal bar
-        if bar is None and not args.quiet:  # created on the first frame: no bar before an early error
-            from tqdm import tqdm
-
-            bar = tqdm(unit="frame", desc="measuring", dynamic_ncols=True, file=sys.stderr, leave=False)
-        if bar is not None:
-            bar.update(done - bar.n)
-
+    bar = _LazyBar(args.quiet, unit="frame", desc="measuring", leave=False)
     try:
         report = evaluate_lipsync(
             args.video,
@@ -285,11 +288,10 @@ def _evaluate_lipsync(args: argparse.Namespace) -> int:
             args.reference,
             max_lag=args.max_lag,
             normalise=args.normalise,
-            progress=progress,
+            progress=bar.update,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     print(report.summary())
     _write_json(args.json, report.to_dict())
     return 0
@@ -302,18 +304,7 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
     if args.max_clips is not None and args.max_clips < 1:
         raise InputError(f"--max-clips must be >= 1, got {args.max_clips}")
     device = _pick_device(args.device)
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None and not args.quiet:  # created once the inputs are checked and the model loaded
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="clip", desc="evaluating", dynamic_ncols=True, file=sys.stderr)
-        if bar is not None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    bar = _LazyBar(args.quiet, unit="clip", desc="evaluating")
     try:
         report = evaluate_synthetic_lipsync(
             args.weights,
@@ -327,11 +318,10 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
             device=device,
             videos_dir=args.videos,
             clips=args.max_clips,
-            progress=progress,
+            progress=bar.update,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     print(report.summary())
     _write_json(args.json, report.to_dict())
     return 0
