@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from conftest import randomize_
-from floatalk.checkpoint import save_model
 from floatalk.cli import main as cli_main
 from floatalk.config import preset
 from floatalk.generate import GenerateOptions, generate_frames, load_motion_file
 from floatalk.io import read_video_info
 from floatalk.models.float_model import FloatModel
 from floatalk.pipeline import FloatPipeline
+from floatalk.weights import save_model
 
 
 @pytest.fixture(scope="module")

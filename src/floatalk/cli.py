@@ -58,7 +58,6 @@ def _pick_device(name: str):
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import load_model
     from .generate import (
         GenerateOptions,
         generate_video,
@@ -67,6 +66,7 @@ def _generate(args: argparse.Namespace) -> int:
         resolve_weights,
     )
     from .pipeline import FloatPipeline
+    from .weights import load_model
 
     options = GenerateOptions(
         emotion=args.emotion,

@@ -4,7 +4,8 @@ Each component (motion auto-encoder, flow-matching transformer, audio encoder, s
 classifier) has its own frozen dataclass. The dataclass is the schema and the documentation: one
 comment per field. Presets are named factories (`float-512` is the released FLOAT model, `tiny` is
 for tests, `tiny-logmel` is `tiny` with the log-mel speech front-end). Dictionaries (JSON, YAML)
-become configs through :func:`config_from_dict`, which rejects unknown keys and wrong nesting
+become configs through :func:`config_from_dict` (the project's one strict converter,
+floatalk.schema, re-exported here), which rejects unknown keys, wrong types and wrong nesting
 instead of silently ignoring typos; keys missing from a dictionary keep their defaults, so configs
 saved before a field existed still load.
 """
@@ -12,11 +13,12 @@ saved before a field existed still load.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, TypeVar
+from typing import Any
+
+from .schema import config_from_dict, config_to_dict
 
 __all__ = [
     "PRESETS",
@@ -332,58 +334,3 @@ def preset(name: str) -> FloatConfig:
         return PRESETS[name]()
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-
-
-# --------------------------------------------------------------------------------------------------
-# dict <-> dataclass
-# --------------------------------------------------------------------------------------------------
-
-C = TypeVar("C")
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """Plain JSON-able dict of a config dataclass (tuples become lists)."""
-    return json_ready(dataclasses.asdict(config))
-
-
-def json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
-
-
-def config_from_dict(cls: type[C], data: dict[str, Any], *, where: str = "") -> C:
-    """Build dataclass `cls` from `data`; unknown keys raise ValueError naming them."""
-    if not isinstance(data, dict):
-        raise ValueError(f"config {where or cls.__name__} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"unknown config key(s) {', '.join((where + '.' if where else '') + k for k in unknown)}; "
-            f"valid keys: {', '.join(sorted(fields))}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return config_from_dict(hint, value, where=where)
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"config {where} must be a list, got {value!r}")
-        return tuple(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, bool, str) and not isinstance(value, hint):
-        raise ValueError(f"config {where} must be {hint.__name__}, got {value!r}")
-    return value

@@ -1,5 +1,9 @@
 """Convert the original FLOAT release (`float.pth` + two Hugging Face wav2vec2 folders) to our format.
 
+Everything that knows the original's layout lives here: its key prefixes (ORIGINAL_PREFIXES), the
+buffers it stores that are recomputed here, legacy weight-norm names, and reading `float.pth` without
+unpickling anything but tensors (`torch.load(weights_only=True)`).
+
     floatalk convert-original --checkpoint float.pth [--wav2vec2 DIR] [--emotion-model DIR] --out DIR
 
 `float.pth` holds the motion auto-encoder, the transformer and the audio projection, and possibly
@@ -14,28 +18,101 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .checkpoint import (
-    LEGACY_RENAMES,
-    convert_original_state_dict,
-    load_original_checkpoint,
-    load_state_strict,
-    save_model,
-)
 from .config import FloatConfig, wav2vec2_base_960h_config
 from .errors import CheckpointError
-from .models.float_model import FloatModel
+from .models.float_model import COMPONENT_NAMES, FloatModel
+from .nn.embeddings import sinusoidal_positions
+from .weights import load_state_strict, save_model
 
-__all__ = ["convert_original", "read_hf_wav2vec2_folder"]
+__all__ = [
+    "ORIGINAL_PREFIXES",
+    "convert_original",
+    "convert_original_state_dict",
+    "load_original_checkpoint",
+    "read_hf_wav2vec2_folder",
+]
+
+# Original key prefix -> component. Below the prefix, parameter names are identical.
+ORIGINAL_PREFIXES: dict[str, str] = {
+    "motion_autoencoder.": "motion_ae",
+    "fmt.": "fmt",
+    "audio_encoder.": "audio_encoder",
+    "emotion_encoder.wav2vec2_for_emotion.": "emotion",
+}
+
+# Keys of the original that are recomputed here rather than loaded.
+_RECOMPUTED_SUFFIXES = (".kernel", "alignment_mask")
+_POS_EMBED_KEY = "fmt.pos_embed"
+
+# Older transformers / HF checkpoint files store the positional conv's weight norm as weight_g/v.
+LEGACY_RENAMES = {
+    "pos_conv_embed.conv.weight_g": "pos_conv_embed.conv.parametrizations.weight.original0",
+    "pos_conv_embed.conv.weight_v": "pos_conv_embed.conv.parametrizations.weight.original1",
+}
 
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Heads of HF wav2vec2 checkpoints that FLOAT does not use.
 _IGNORED_HF_PREFIXES = ("lm_head.", "quantizer.", "project_hid.", "project_q.", "projector.")
+
+
+def load_original_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read `float.pth` (a flat {name: tensor} dict) without unpickling anything but tensors."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or non-tensor pickles
+        raise CheckpointError(
+            f"{p} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{p} does not hold a flat name -> tensor state dict")
+    return state
+
+
+def convert_original_state_dict(state: Mapping[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+    """Split an original FLOAT state dict into per-component state dicts.
+
+    Buffers of the original (FIR kernels, the attention mask) are dropped because they are
+    recomputed; `fmt.pos_embed` is checked against the fixed sinusoidal table and dropped.
+    Legacy weight-norm names (weight_g / weight_v) are renamed. Keys with no known prefix raise.
+    """
+    out: dict[str, dict[str, Tensor]] = {name: {} for name in COMPONENT_NAMES}
+    unknown = []
+    for key, value in state.items():
+        if key.endswith(_RECOMPUTED_SUFFIXES):
+            continue
+        if key == _POS_EMBED_KEY:
+            expected = sinusoidal_positions(value.shape[-2], value.shape[-1])[None]
+            if value.shape != expected.shape or not torch.allclose(value.float(), expected, atol=1e-5):
+                raise CheckpointError(
+                    "fmt.pos_embed differs from the fixed sinusoidal table; not a FLOAT checkpoint?"
+                )
+            continue
+        for prefix, component in ORIGINAL_PREFIXES.items():
+            if key.startswith(prefix):
+                sub = key[len(prefix) :]
+                for old, new in LEGACY_RENAMES.items():
+                    if sub.endswith(old):
+                        sub = sub[: -len(old)] + new
+                out[component][sub] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (f", ... ({len(unknown)} in all)" if len(unknown) > 8 else "")
+        raise CheckpointError(f"unexpected key(s) in the original checkpoint: {shown}")
+    return out
 
 
 def _architecture(hf_config: dict[str, Any]) -> dict[str, Any]:

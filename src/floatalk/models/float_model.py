@@ -1,4 +1,5 @@
-"""The four FLOAT components together, as one container module."""
+"""The four FLOAT components together, as one container module (pure: reading and writing weights
+folders is floatalk.weights)."""
 
 from __future__ import annotations
 
@@ -31,19 +32,6 @@ class FloatModel(nn.Module):
         self.fmt = FlowMatchingTransformer(config.fmt)
         self.audio_encoder = AudioEncoder(config.audio)
         self.emotion = SpeechEmotionClassifier(config.emotion) if with_emotion else None
-
-    def save_pretrained(self, directory, dtype=None):
-        """Write one folder per component (config.json + model.safetensors); see checkpoint.py."""
-        from ..checkpoint import save_model
-
-        return save_model(self, directory, dtype=dtype)
-
-    @classmethod
-    def from_pretrained(cls, directory, with_emotion: bool | None = None) -> FloatModel:
-        """Load a folder written by save_pretrained / convert-original (strict)."""
-        from ..checkpoint import load_model
-
-        return load_model(directory, with_emotion=with_emotion)
 
     def components(self) -> dict[str, nn.Module]:
         """The present components by folder name."""

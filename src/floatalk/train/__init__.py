@@ -12,7 +12,7 @@ Plain PyTorch, one code path for a single process and torchrun DDP. The pieces, 
 - :mod:`.checkpointing`: crash-safe :func:`save_checkpoint`, :func:`load_latest`, RNG state capture.
 - :mod:`.logging`: metrics.jsonl, TensorBoard scalars and images, preview PNGs.
 - :mod:`.trainer`: the :class:`TrainTask` protocol a stage implements and the :class:`Trainer` loop.
-- :mod:`.export`: checkpoint -> ``FloatModel.from_pretrained`` folder (``floatalk export``).
+- :mod:`.export`: checkpoint -> weights folder (:mod:`floatalk.weights`) (``floatalk export``).
 
 See :mod:`floatalk.train.trainer` for a complete example of a stage task.
 """

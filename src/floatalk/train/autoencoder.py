@@ -297,8 +297,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig):
 
 def load_motion_autoencoder(path: str | Path, use_ema: bool = True) -> MotionAutoEncoder:
     """A trained motion auto-encoder from a stage-1 run folder or from a weights folder (eval mode)."""
-    from ..checkpoint import COMPONENT_CONFIGS, _read_json, load_component_state, load_state_strict
-    from ..config import config_from_dict as component_config
+    from ..weights import load_component, load_state_strict, read_component_config
     from .checkpointing import latest_checkpoint, load_checkpoint
 
     path = Path(path)
@@ -313,12 +312,8 @@ def load_motion_autoencoder(path: str | Path, use_ema: bool = True) -> MotionAut
         load_state_strict(model, model_state(ckpt, "autoencoder", ema=use_ema), f"{ckpt_path}")
         return model.eval()
     if (path / "motion_ae").is_dir():
-        saved = _read_json(path / "motion_ae" / "config.json")["config"]
-        config = component_config(COMPONENT_CONFIGS["motion_ae"], saved)
-        model = MotionAutoEncoder(config)
-        state = {k: v.float() for k, v in load_component_state(path, "motion_ae").items()}
-        load_state_strict(model, state, str(path / "motion_ae"))
-        return model.eval()
+        model = MotionAutoEncoder(read_component_config(path, "motion_ae"))
+        return load_component(path, "motion_ae", model).eval()
     raise InputError(
         f"{str(path)!r} is neither a stage-1 run folder (with checkpoints/) "
         "nor a weights folder with motion_ae/"
@@ -361,7 +356,7 @@ def evaluate_reconstruction(
 @register_exporter(TASK)
 def export_autoencoder(checkpoint: dict[str, Any], out_dir: Path, options: ExportOptions) -> Path:
     """Stage-1 run -> weights folder: the trained motion_ae, every other component from --base."""
-    from ..checkpoint import read_config
+    from ..weights import read_config
 
     cfg = config_from_dict(AutoencoderTrainConfig, checkpoint["config"])
     if options.base is None:

@@ -1,7 +1,7 @@
 """Training run -> inference weights folder (``floatalk export RUN_DIR OUT_DIR``).
 
-The inference format is the one :meth:`floatalk.models.float_model.FloatModel.from_pretrained` reads
-(:func:`floatalk.checkpoint.save_model`: one folder per component, ``config.json`` +
+The inference format is the weights folder of :mod:`floatalk.weights` (``save_model`` /
+``load_model``: one folder per component, ``config.json`` +
 ``model.safetensors``). How a run's networks become those components depends on the stage, so each
 stage registers an exporter under its task name (``TrainTask.name``, stored in every checkpoint)::
 
@@ -131,8 +131,8 @@ def write_float_model(
     Every component must come from somewhere: a missing one is a CheckpointError, never random weights.
     Loading is strict (missing, unexpected or mis-shaped keys are listed).
     """
-    from ..checkpoint import load_component_state, load_state_strict, read_config, save_model
     from ..models.float_model import FloatModel
+    from ..weights import load_component, load_state_strict, read_config, save_model
 
     base_names: list[str] = []
     if base is not None:
@@ -152,9 +152,5 @@ def write_float_model(
         if name in states:
             load_state_strict(module, states[name], f"trained {name}")
         else:
-            state = {
-                k: v.float() if v.is_floating_point() else v
-                for k, v in load_component_state(base, name).items()
-            }
-            load_state_strict(module, state, f"{Path(base) / name}")  # type: ignore[arg-type]
+            load_component(base, name, module)  # type: ignore[arg-type]
     return save_model(model, out_dir)

@@ -283,7 +283,7 @@ def _initial_audio_encoder(cfg: FMTTrainConfig) -> AudioEncoder:
                 "the wav2vec2 front-end needs pretrained weights: set audio_weights=DIR (a weights folder, "
                 "e.g. a converted release), or use audio.frontend=logmel"
             )
-        from ..checkpoint import load_component_state, load_state_strict
+        from ..weights import load_component_state, load_state_strict
 
         state = load_component_state(cfg.audio_weights, "audio_encoder")
         own = encoder.state_dict()
@@ -321,7 +321,7 @@ def train_fmt(cfg: FMTTrainConfig):
     audio_encoder = _initial_audio_encoder(cfg)
     emotion = None
     if cfg.emotion_weights is not None:
-        from ..checkpoint import load_model
+        from ..weights import load_model
 
         emotion = load_model(cfg.emotion_weights, with_emotion=True).emotion
     frozen = (autoencoder_fingerprint(cfg.autoencoder), cfg.audio, cfg.audio_weights, cfg.emotion_weights)
@@ -368,7 +368,7 @@ def export_fmt(checkpoint: dict[str, Any], out_dir: Path, options: ExportOptions
         motion_ae=autoencoder.config, fmt=cfg.model, audio=cfg.audio, emotion=EmotionConfig()
     )
     if options.base is not None:
-        from ..checkpoint import read_config
+        from ..weights import read_config
 
         base_config, _ = read_config(options.base)
         float_config = dataclasses.replace(float_config, emotion=base_config.emotion)

@@ -1,17 +1,19 @@
-"""Saving and loading models, and converting the original FLOAT release.
+"""Weights folders: reading, writing and strict loading of every component (the one home of weights I/O).
 
 Format of a saved model (one folder per component, diffusers-style):
 
     DIR/floatalk.json                 {"format": "floatalk", "version": 1, "components": [...]}
-    DIR/<component>/config.json       the component's config dataclass as JSON
+    DIR/<component>/config.json       {"component": NAME, "config": the component's config dataclass}
     DIR/<component>/model.safetensors its state dict (float32 unless saved otherwise)
 
-Components: motion_ae, fmt, audio_encoder, emotion (optional). Loading is strict: a missing or
-unexpected parameter, or a shape mismatch, is a CheckpointError that lists them. Nothing is ever
-unpickled except plain tensors (safetensors; `torch.load(weights_only=True)` for .pth files).
+Components: motion_ae, fmt, audio_encoder, emotion (optional). Reading is strict throughout: an
+unknown key in either JSON file (the configs go through floatalk.schema), a missing or unexpected
+parameter, or a shape mismatch is a one-line CheckpointError naming the key and the file. Nothing is
+unpickled; weights are safetensors.
 
-The original release's state dict (`float.pth`, keys as in `FLOAT.named_parameters()`) maps onto
-these components by prefix; see ORIGINAL_PREFIXES and `convert_original_state_dict`.
+Who uses it: FloatPipeline.from_pretrained and `floatalk generate` (load_model, resolve_weights),
+`floatalk convert-original` and `floatalk export` (save_model), the trainers (load_component,
+read_component_config), the VGG loss (load_state_strict). The networks and FloatModel do no I/O.
 """
 
 from __future__ import annotations
@@ -27,27 +29,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import (
-    AudioEncoderConfig,
-    EmotionConfig,
-    FloatConfig,
-    FMTConfig,
-    MotionAEConfig,
-    config_from_dict,
-    config_to_dict,
-)
-from .errors import CheckpointError
-from .models.float_model import COMPONENT_NAMES, FloatModel
-from .nn.embeddings import sinusoidal_positions
+from .config import AudioEncoderConfig, EmotionConfig, FloatConfig, FMTConfig, MotionAEConfig
+from .errors import CheckpointError, InputError
+from .models.float_model import FloatModel
+from .schema import config_from_dict, config_to_dict
 
 __all__ = [
-    "ORIGINAL_PREFIXES",
-    "convert_original_state_dict",
+    "DEMO_WEIGHTS",
+    "WEIGHTS_ENV",
+    "load_component",
     "load_component_state",
     "load_model",
-    "load_original_checkpoint",
+    "load_state_strict",
+    "read_component_config",
+    "read_config",
+    "resolve_weights",
     "save_model",
 ]
+
+#: Environment variable naming the default weights folder of `floatalk generate`.
+WEIGHTS_ENV = "FLOATALK_WEIGHTS"
+#: The small demo model shipped inside the package (see README).
+DEMO_WEIGHTS = Path(__file__).parent / "assets" / "demo_weights"
 
 FORMAT_NAME = "floatalk"
 FORMAT_VERSION = 1
@@ -61,25 +64,6 @@ COMPONENT_CONFIGS: dict[str, type] = {
     "audio_encoder": AudioEncoderConfig,
     "emotion": EmotionConfig,
 }
-
-# Original key prefix -> component. Below the prefix, parameter names are identical.
-ORIGINAL_PREFIXES: dict[str, str] = {
-    "motion_autoencoder.": "motion_ae",
-    "fmt.": "fmt",
-    "audio_encoder.": "audio_encoder",
-    "emotion_encoder.wav2vec2_for_emotion.": "emotion",
-}
-
-# Keys of the original that are recomputed here rather than loaded.
-_RECOMPUTED_SUFFIXES = (".kernel", "alignment_mask")
-_POS_EMBED_KEY = "fmt.pos_embed"
-
-# Older transformers / HF checkpoint files store the positional conv's weight norm as weight_g/v.
-LEGACY_RENAMES = {
-    "pos_conv_embed.conv.weight_g": "pos_conv_embed.conv.parametrizations.weight.original0",
-    "pos_conv_embed.conv.weight_v": "pos_conv_embed.conv.parametrizations.weight.original1",
-}
-
 
 # --------------------------------------------------------------------------------------------------
 # Saving
@@ -147,39 +131,81 @@ def save_model(model: FloatModel, directory: str | os.PathLike, dtype: torch.dty
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict:
+def resolve_weights(weights: str | os.PathLike | None) -> Path:
+    """--weights, else $FLOATALK_WEIGHTS, else the demo weights shipped with the package."""
+    if weights:
+        return Path(weights)
+    if os.environ.get(WEIGHTS_ENV):
+        return Path(os.environ[WEIGHTS_ENV])
+    if (DEMO_WEIGHTS / MANIFEST).is_file():
+        return DEMO_WEIGHTS
+    raise InputError(
+        "no model weights: pass --weights DIR or set FLOATALK_WEIGHTS; get them by converting the original "
+        "release (floatalk convert-original --checkpoint float.pth ... --out DIR) or by training"
+    )
+
+
+def _read_json(path: Path, keys: tuple[str, ...], required: tuple[str, ...]) -> dict:
+    """A JSON object with only `keys` (those in `required` must be there); CheckpointError otherwise."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; the weights folder is incomplete") from None
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} could not be read ({exc}); re-export the weights") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    if unknown := sorted(set(data) - set(keys)):
+        raise CheckpointError(
+            f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(keys)}"
+        )
+    if missing := [k for k in required if k not in data]:
+        shown = ", ".join(map(repr, missing))
+        raise CheckpointError(f"{path}: missing key(s) {shown}; re-export the weights")
+    return data
 
 
-def read_config(directory: str | os.PathLike) -> tuple[FloatConfig, list[str]]:
-    """Config and present component names of a saved model folder."""
-    root = Path(directory)
+def _check_folder(root: Path) -> None:
     if not root.is_dir():
         raise CheckpointError(
             f"weights folder {str(root)!r} does not exist; pass --weights DIR "
             "(see `floatalk convert-original --help`)"
         )
-    manifest = _read_json(root / MANIFEST)
-    if manifest.get("format") != FORMAT_NAME:
+
+
+def read_component_config(directory: str | os.PathLike, name: str) -> Any:
+    """The config dataclass of component `name` from DIR/<name>/config.json (strict)."""
+    root = Path(directory)
+    _check_folder(root)
+    if name not in COMPONENT_CONFIGS:
+        raise CheckpointError(f"weights folder {str(root)!r} lists unknown component {name!r}")
+    path = root / name / CONFIG_FILE
+    data = _read_json(path, ("component", "config"), ("config",))
+    if data.get("component", name) != name:
+        raise CheckpointError(f"{path} describes component {data['component']!r}, not {name!r}")
+    try:
+        return config_from_dict(COMPONENT_CONFIGS[name], data["config"], where=name)
+    except InputError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def read_config(directory: str | os.PathLike) -> tuple[FloatConfig, list[str]]:
+    """Config and present component names of a saved model folder."""
+    root = Path(directory)
+    _check_folder(root)
+    manifest = _read_json(root / MANIFEST, ("format", "version", "components"), ("format", "components"))
+    if manifest["format"] != FORMAT_NAME:
         raise CheckpointError(f"{root / MANIFEST} is not a floatalk weights manifest")
-    names = list(manifest.get("components", []))
+    if manifest.get("version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{root / MANIFEST} has format version {manifest['version']!r}; this floatalk reads "
+            f"version {FORMAT_VERSION} (upgrade floatalk)"
+        )
+    names = list(manifest["components"])
     required = {"motion_ae", "fmt", "audio_encoder"}
     if missing := sorted(required - set(names)):
         raise CheckpointError(f"weights folder {str(root)!r} lacks component(s) {', '.join(missing)}")
-    parts: dict[str, Any] = {}
-    for name in names:
-        if name not in COMPONENT_CONFIGS:
-            raise CheckpointError(f"weights folder {str(root)!r} lists unknown component {name!r}")
-        cfg = _read_json(root / name / CONFIG_FILE)
-        try:
-            parts[name] = config_from_dict(COMPONENT_CONFIGS[name], cfg["config"], where=name)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{root / name / CONFIG_FILE}: {exc}") from None
+    parts = {name: read_component_config(root, name) for name in names}
     try:
         config = FloatConfig(
             motion_ae=parts["motion_ae"],
@@ -228,6 +254,15 @@ def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], where: str
             own[key].copy_(value)
 
 
+def load_component(directory: str | os.PathLike, name: str, module: nn.Module) -> nn.Module:
+    """Load component `name` of a weights folder into `module` (strict; weights cast to float32)."""
+    state = {
+        k: v.float() if v.is_floating_point() else v for k, v in load_component_state(directory, name).items()
+    }
+    load_state_strict(module, state, f"{Path(directory) / name}")
+    return module
+
+
 def load_model(directory: str | os.PathLike, with_emotion: bool | None = None) -> FloatModel:
     """Build a FloatModel from a saved folder (strict), on CPU in float32.
 
@@ -241,67 +276,5 @@ def load_model(directory: str | os.PathLike, with_emotion: bool | None = None) -
         raise CheckpointError(f"weights folder {str(directory)!r} has no emotion component")
     model = FloatModel(config, with_emotion=has_emotion if with_emotion is None else with_emotion)
     for name, module in model.components().items():
-        state = {
-            k: v.float() if v.is_floating_point() else v
-            for k, v in load_component_state(directory, name).items()
-        }
-        load_state_strict(module, state, f"{Path(directory) / name}")
+        load_component(directory, name, module)
     return model.eval()
-
-
-# --------------------------------------------------------------------------------------------------
-# The original release
-# --------------------------------------------------------------------------------------------------
-
-
-def load_original_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read `float.pth` (a flat {name: tensor} dict) without unpickling anything but tensors."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or non-tensor pickles
-        raise CheckpointError(
-            f"{p} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{p} does not hold a flat name -> tensor state dict")
-    return state
-
-
-def convert_original_state_dict(state: Mapping[str, Tensor]) -> dict[str, dict[str, Tensor]]:
-    """Split an original FLOAT state dict into per-component state dicts.
-
-    Buffers of the original (FIR kernels, the attention mask) are dropped because they are
-    recomputed; `fmt.pos_embed` is checked against the fixed sinusoidal table and dropped.
-    Legacy weight-norm names (weight_g / weight_v) are renamed. Keys with no known prefix raise.
-    """
-    out: dict[str, dict[str, Tensor]] = {name: {} for name in COMPONENT_NAMES}
-    unknown = []
-    for key, value in state.items():
-        if key.endswith(_RECOMPUTED_SUFFIXES):
-            continue
-        if key == _POS_EMBED_KEY:
-            expected = sinusoidal_positions(value.shape[-2], value.shape[-1])[None]
-            if value.shape != expected.shape or not torch.allclose(value.float(), expected, atol=1e-5):
-                raise CheckpointError(
-                    "fmt.pos_embed differs from the fixed sinusoidal table; not a FLOAT checkpoint?"
-                )
-            continue
-        for prefix, component in ORIGINAL_PREFIXES.items():
-            if key.startswith(prefix):
-                sub = key[len(prefix) :]
-                for old, new in LEGACY_RENAMES.items():
-                    if sub.endswith(old):
-                        sub = sub[: -len(old)] + new
-                out[component][sub] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        shown = ", ".join(unknown[:8]) + (f", ... ({len(unknown)} in all)" if len(unknown) > 8 else "")
-        raise CheckpointError(f"unexpected key(s) in the original checkpoint: {shown}")
-    return out

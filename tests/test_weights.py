@@ -8,17 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from floatalk.checkpoint import (
-    ORIGINAL_PREFIXES,
-    convert_original_state_dict,
-    load_model,
-    load_state_strict,
-    save_model,
-)
 from floatalk.cli import main as cli_main
 from floatalk.config import preset
+from floatalk.convert import ORIGINAL_PREFIXES, convert_original_state_dict
 from floatalk.errors import CheckpointError
 from floatalk.models.float_model import FloatModel
+from floatalk.weights import load_model, load_state_strict, save_model
 from parity_weights import manifest_rows
 
 
@@ -55,12 +50,12 @@ def outputs(model: FloatModel) -> list[torch.Tensor]:
 
 
 def test_save_load_round_trip(tiny_model, tmp_path):
-    out = tiny_model.save_pretrained(tmp_path / "w")
+    out = save_model(tiny_model, tmp_path / "w")
     manifest = json.loads((out / "floatalk.json").read_text())
     assert manifest["components"] == ["motion_ae", "fmt", "audio_encoder", "emotion"]
     for name in manifest["components"]:
         assert (out / name / "config.json").is_file() and (out / name / "model.safetensors").is_file()
-    loaded = FloatModel.from_pretrained(out)
+    loaded = load_model(out)
     assert loaded.config == tiny_model.config
     for a, b in zip(outputs(tiny_model), outputs(loaded)):
         assert torch.equal(a, b)
