@@ -86,10 +86,9 @@ def run_one(args: argparse.Namespace) -> dict:
     import torch
 
     from floatalk.config import preset
-    from floatalk.generate import GenerateOptions, generate_frames
-    from floatalk.io.audio import load_audio
     from floatalk.io.video import VideoWriter
     from floatalk.models.float_model import FloatModel
+    from floatalk.options import GenerateOptions
     from floatalk.pipeline import FloatPipeline
 
     device = torch.device(args.device)
@@ -112,23 +111,20 @@ def run_one(args: argparse.Namespace) -> dict:
     options = GenerateOptions(seed=0, nfe=args.nfe, crop=crop, decode_batch_size=args.batch_size)
     count = 0
     start = time.perf_counter()
-    audio = load_audio(tmp / "speech.wav", pipe.sample_rate)  # once: for the sampler and the muxer
-    report: dict = {"stage_seconds": {"audio load": time.perf_counter() - start}}
-    frames = generate_frames(pipe, tmp / "photo.jpg", audio, options, report=report)
-    size = pipe.image_size
-    with VideoWriter(
-        tmp / "out.mp4", size, size, fps=pipe.fps, audio=audio, sample_rate=pipe.sample_rate
-    ) as w:
-        for batch in frames:
+    # FloatPipeline.write_video, spelled out so that --max-frames can stop decoding early: the same
+    # stages, and the sound track streamed from the input file as write_video does.
+    run = pipe.generate(tmp / "photo.jpg", tmp / "speech.wav", options)
+    stages = run.result.stage_seconds
+    with VideoWriter(tmp / "out.mp4", run.size, run.size, fps=pipe.fps, audio=run.speech.path) as w:
+        for batch in run:
             t = time.perf_counter()
             w.write(batch)
-            stages = report["stage_seconds"]
             stages["mp4 encoding"] = stages.get("mp4 encoding", 0.0) + time.perf_counter() - t
             count += batch.shape[0]
             if args.max_frames and count >= args.max_frames:
-                frames.close()
                 break
     total = time.perf_counter() - start
+    num_frames = -(-run.speech.num_samples * 25 // pipe.sample_rate)
     result = {
         "seconds": args.seconds,
         "device": str(device),
@@ -137,11 +133,11 @@ def run_one(args: argparse.Namespace) -> dict:
         "preset": args.preset,
         "weights": args.weights,
         "crop": crop,
-        "num_frames_total": report.get("num_frames"),
+        "num_frames_total": num_frames,
         "frames_rendered": count,
-        "truncated": count < (report.get("num_frames") or count),
+        "truncated": count < num_frames,
         "model_load_seconds": load_seconds,
-        "stage_seconds": report["stage_seconds"],
+        "stage_seconds": stages,
         "total_seconds": total,
         "frames_per_second": count / total,
         "peak_rss_mb": peak_rss_mb(),

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from floatalk.cli import main as cli_main
-from floatalk.generate import DEMO_WEIGHTS, WEIGHTS_ENV, resolve_weights
 from floatalk.io import read_video_frames, read_video_info
-from floatalk.weights import load_model
+from floatalk.weights import DEMO_WEIGHTS, WEIGHTS_ENV, load_model, resolve_weights
 
 ASSETS = DEMO_WEIGHTS.parent
 PORTRAIT = ASSETS / "portraits" / "obama.jpg"

@@ -12,9 +12,10 @@ from PIL import Image
 from conftest import randomize_
 from floatalk.cli import main as cli_main
 from floatalk.config import preset
-from floatalk.generate import GenerateOptions, generate_frames, load_motion_file
 from floatalk.io import read_video_info
+from floatalk.io.latents import load_motion_file
 from floatalk.models.float_model import FloatModel
+from floatalk.options import GenerateOptions
 from floatalk.pipeline import FloatPipeline
 from floatalk.weights import save_model
 
@@ -139,7 +140,7 @@ def test_zero_audio_makes_the_motion_independent_of_the_speech(files):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for _ in generate_frames(pipe, str(files / "face.png"), speech, opts, on_motion=got.append):
+            for _ in pipe.generate(str(files / "face.png"), speech, opts, on_motion=got.append):
                 pass
         finally:
             torch.set_num_threads(threads)

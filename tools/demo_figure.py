@@ -20,6 +20,7 @@ Usage (the demo weights and the shipped assets by default):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,20 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from floatalk.generate import GenerateOptions, prepare_audio, prepare_image, resolve_weights
-from floatalk.pipeline import FloatPipeline
+from floatalk.options import GenerateOptions
+from floatalk.pipeline import FloatPipeline, frames_to_uint8
+from floatalk.weights import resolve_weights
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "floatalk" / "assets"
 DEFAULT_IMAGE = ASSETS / "portraits" / "obama.jpg"
 DEFAULT_AUDIO = ASSETS / "speech" / "arctic_a0009.flac"
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprise")
 AUDIO_SCALES = (0.0, 1.0, 2.0, 4.0)
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(n, 3, H, W) in [-1, 1] -> (n, H, W, 3) uint8."""
-    x = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 class Session:
@@ -50,8 +46,8 @@ class Session:
         self.pipe = FloatPipeline.from_pretrained(weights)
         self.seed, self.nfe = seed, nfe
         options = GenerateOptions(crop=True)
-        self.source = self.pipe.encode_source(prepare_image(str(image), self.pipe.image_size, options))
-        self.wave = prepare_audio(str(audio), self.pipe.sample_rate)
+        self.source = self.pipe.encode_source(self.pipe.prepare_portrait(str(image), options))
+        self.wave = self.pipe.load_speech(str(audio)).read()
         self.audio = self.pipe.encode_audio(self.wave)
 
     def motion(
@@ -60,7 +56,7 @@ class Session:
         """Sampled latents (T, d)."""
         audio = self.audio
         if zero_audio:
-            audio = type(audio)(torch.zeros_like(audio.features), audio.waveform, audio.num_frames)
+            audio = dataclasses.replace(audio, features=torch.zeros_like(audio.features))
         windows = self.pipe.iter_motion(
             self.source,
             audio,
@@ -74,7 +70,7 @@ class Session:
 
     def frames(self, latents: torch.Tensor) -> np.ndarray:
         """(T, d) -> (T, H, W, 3) uint8."""
-        return np.concatenate([to_uint8(f) for f in self.pipe.iter_frames(self.source, latents)])
+        return np.concatenate([frames_to_uint8(f) for f in self.pipe.iter_frames(self.source, latents)])
 
 
 def _shown(path: Path) -> str:

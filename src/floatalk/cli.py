@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -58,52 +59,26 @@ def _pick_device(name: str):
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
-    from .generate import (
-        GenerateOptions,
-        generate_video,
-        load_motion_file,
-        load_noise_file,
-        resolve_weights,
-    )
+    from .io.latents import load_motion_file, load_noise_file
+    from .io.video import check_output_path
     from .pipeline import FloatPipeline
-    from .weights import load_model
+    from .weights import load_model, resolve_weights
 
-    options = GenerateOptions(
-        emotion=args.emotion,
-        emotion_scale=args.emotion_scale,
-        audio_scale=args.audio_scale,
-        nfe=args.nfe,
-        solver=args.solver,
-        seed=args.seed,
-        crop=not args.no_crop,
-        face_index=args.face_index,
-        crop_fill=args.crop_fill,
-        motion_edits=tuple(args.edit_motion or ()),
-        motion_scale=args.motion_scale,
-        decode_batch_size=args.batch_size,
-        zero_audio=args.zero_audio,
-        output_size=args.size,
-    ).validate()
+    options = options_from_args(args).validate()  # fail on a bad value before loading anything
     device = _pick_device(args.device)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
     if dtype == torch.float16 and device.type == "cpu":
         raise InputError("--dtype float16 needs a GPU; on CPU use float32 or bfloat16")
-    from .io.video import check_output_path
-
     check_output_path(args.output)
-    motion = load_motion_file(args.motion) if args.motion else None
     if args.noise and args.motion:
         raise InputError("--noise and --motion exclude each other: saved motion is rendered without sampling")
+    motion = load_motion_file(args.motion) if args.motion else None
     noise = load_noise_file(args.noise) if args.noise else None
-    model = load_model(resolve_weights(args.weights))
-    m = model.motion_ae.dec.direction.weight.shape[1]
-    if bad := [k for k, _ in options.motion_edits if k >= m]:
-        raise InputError(f"edit-motion direction {bad[0]} out of range; this model has directions 0..{m - 1}")
-    pipe = FloatPipeline(model, device=device, dtype=dtype)
-    bar = _LazyBar(args.quiet, unit="frame", desc="generating")
+    pipe = FloatPipeline(load_model(resolve_weights(args.weights)), device=device, dtype=dtype)
+    options.validate(pipe.motion_directions)
+    bar = Progress(args.quiet, unit="frame", desc="generating")
     try:
-        result = generate_video(
-            pipe,
+        result = pipe.write_video(
             args.image,
             args.audio,
             args.output,
@@ -117,6 +92,42 @@ def _generate(args: argparse.Namespace) -> int:
         bar.close()
     print(result.summary())
     return 0
+
+
+def add_option_arguments(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """One argument per GenerateOptions field (or per field named in `only`): flag, default and help
+    come from the field itself, so the CLI and the Python API cannot disagree."""
+    from .options import GenerateOptions
+
+    for f in dataclasses.fields(GenerateOptions):
+        if only is not None and f.name not in only:
+            continue
+        meta = f.metadata
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        kwargs: dict = {"dest": f.name, "help": meta["help"]}
+        if meta.get("metavar"):
+            kwargs["metavar"] = meta["metavar"]
+        if f.name == "motion_edits":
+            kwargs.update(type=_edit, action="append", default=None)
+        elif f.type == "bool":
+            kwargs.update(action="store_false" if f.default else "store_true", default=f.default)
+        else:
+            base = f.type.split(" | ")[0]
+            kwargs.update(type={"int": int, "float": float, "str": str}[base], default=f.default)
+            if f.default is not None and "(default" not in kwargs["help"]:
+                kwargs["help"] += (
+                    f" (default {f.default:g})" if base == "float" else f" (default {f.default})"
+                )
+        parser.add_argument(flag, **kwargs)
+
+
+def options_from_args(args: argparse.Namespace):
+    """The GenerateOptions of parsed `add_option_arguments` flags."""
+    from .options import GenerateOptions
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerateOptions)}
+    values["motion_edits"] = tuple(values["motion_edits"] or ())
+    return GenerateOptions(**values)
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -252,24 +263,55 @@ def _write_json(path: str | None, data: dict) -> None:
         print(f"wrote {path}")
 
 
-class _LazyBar:
-    """A progress bar on stderr created at its first update, so that nothing is drawn before an
-    early one-line error; `quiet` draws none. update(done[, total]) sets the count (and total)."""
+class Progress:
+    """Progress on stderr, drawn only once work has started (so an early one-line error stands alone).
 
-    def __init__(self, quiet: bool, **tqdm_kwargs) -> None:
-        self.quiet = quiet
+    On a terminal: a tqdm bar. Elsewhere (a log file, a pipe, CI): a few plain lines, one each time
+    another tenth of the total is done (at most 11 lines). `quiet` shows nothing.
+    update(done[, total]) sets the count (and the total).
+    """
+
+    STEPS = 10
+
+    def __init__(self, quiet: bool, unit: str = "it", desc: str = "", **tqdm_kwargs) -> None:
+        self.quiet, self.unit, self.desc = quiet, unit, desc
         self.kwargs = tqdm_kwargs
         self.bar = None
+        self.interactive = sys.stderr.isatty()
+        self.total: int | None = None
+        self.shown = -1  # last tenth printed (plain mode)
 
     def update(self, done: int, total: int | None = None) -> None:
-        if self.bar is None and not self.quiet:
+        if self.quiet:
+            return
+        if total is not None:
+            self.total = total
+        if not self.interactive:
+            if self.total:
+                step = min(self.STEPS, done * self.STEPS // self.total)
+                if step > self.shown:
+                    self.shown = step
+                    percent = 100 * done // self.total
+                    print(
+                        f"{self.desc}: {done}/{self.total} {self.unit}s ({percent}%)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            return
+        if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, dynamic_ncols=True, file=sys.stderr, **self.kwargs)
-        if self.bar is not None:
-            if total is not None:
-                self.bar.total = total
-            self.bar.update(done - self.bar.n)
+            self.bar = tqdm(
+                total=self.total,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                unit=self.unit,
+                desc=self.desc,
+                **self.kwargs,
+            )
+        if total is not None:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -280,7 +322,7 @@ def _evaluate_lipsync(args: argparse.Namespace) -> int:
     from .evaluate.lipsync import evaluate_lipsync
 
     _check_json_out(args.json)
-    bar = _LazyBar(args.quiet, unit="frame", desc="measuring", leave=False)
+    bar = Progress(args.quiet, unit="frame", desc="measuring", leave=False)
     try:
         report = evaluate_lipsync(
             args.video,
@@ -304,7 +346,7 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
     if args.max_clips is not None and args.max_clips < 1:
         raise InputError(f"--max-clips must be >= 1, got {args.max_clips}")
     device = _pick_device(args.device)
-    bar = _LazyBar(args.quiet, unit="clip", desc="evaluating")
+    bar = Progress(args.quiet, unit="clip", desc="evaluating")
     try:
         report = evaluate_synthetic_lipsync(
             args.weights,
@@ -389,15 +431,7 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="seed of the first clip; clip i uses N + i (default 0)",
     )
-    syn.add_argument(
-        "--nfe", type=int, default=10, metavar="N", help="velocity evaluations per 2 s window (default 10)"
-    )
-    syn.add_argument(
-        "--audio-scale", type=float, default=2.0, metavar="G", help="audio guidance g_a (default 2)"
-    )
-    syn.add_argument(
-        "--emotion-scale", type=float, default=1.0, metavar="G", help="emotion guidance g_e (default 1)"
-    )
+    add_option_arguments(syn, only=("nfe", "audio_scale", "emotion_scale"))
     syn.add_argument("--videos", metavar="DIR", help="keep the generated videos there as CLIP_ID.mp4")
     syn.add_argument("--max-clips", type=int, metavar="N", help="evaluate only the first N clips")
     syn.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
@@ -423,41 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--audio", required=True, help="speech: any audio file, or a video with sound")
     gen.add_argument("-o", "--output", default="out.mp4", help="output MP4 (default out.mp4)")
     gen.add_argument("--weights", help="weights folder (default: $FLOATALK_WEIGHTS, else the demo weights)")
-    gen.add_argument(
-        "--emotion",
-        default="auto",
-        help="auto (from the speech) or angry, disgust, fear, happy, neutral, sad, surprise",
-    )
-    gen.add_argument("--emotion-scale", type=float, default=1.0, help="emotion guidance g_e (default 1)")
-    gen.add_argument("--audio-scale", type=float, default=2.0, help="audio guidance g_a (default 2)")
-    gen.add_argument(
-        "--nfe",
-        type=int,
-        default=10,
-        help="velocity evaluations per 2 s window (default 10; the original's --nfe 10 is 9 here)",
-    )
-    gen.add_argument("--solver", default="euler", help="ODE solver: euler or midpoint (default euler)")
-    gen.add_argument("--seed", type=int, help="random seed (default: random, printed at the end)")
-    gen.add_argument("--no-crop", action="store_true", help="the image is already a cropped portrait")
-    gen.add_argument("--face-index", type=int, help="which face to animate, largest first (default 0)")
-    gen.add_argument(
-        "--crop-fill",
-        default="black",
-        help="fill outside the photo when cropping: black (original), edge or reflect",
-    )
-    gen.add_argument(
-        "--edit-motion",
-        type=_edit,
-        action="append",
-        metavar="K=DELTA",
-        help="shift motion coefficient K along the learned basis by DELTA (repeatable)",
-    )
-    gen.add_argument(
-        "--motion-scale",
-        type=float,
-        default=1.0,
-        help="scale of the generated motion around the source pose (default 1)",
-    )
+    add_option_arguments(gen)
     gen.add_argument(
         "--save-motion", metavar="FILE", help="also write the sampled motion latents (.safetensors)"
     )
@@ -468,20 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
         help='initial noise of every window (.safetensors with a tensor "noise"; replaces --seed), '
         "to reproduce another implementation's run exactly",
     )
-    gen.add_argument(
-        "--size",
-        type=int,
-        metavar="N",
-        help="resize the output frames to N x N (bicubic; default: the model's size, 512 for the release)",
-    )
-    gen.add_argument(
-        "--zero-audio",
-        action="store_true",
-        help="ablation: sample the motion without the speech condition (the video keeps the sound)",
-    )
     gen.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    gen.add_argument("--batch-size", type=int, help="frames per decoder call (default 1 on CPU, 8 on GPU)")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
 

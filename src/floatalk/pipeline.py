@@ -1,38 +1,55 @@
-"""FloatPipeline: portrait + speech -> motion latents -> frames (FLOAT §4, Fig. 2).
+"""FloatPipeline: portrait + speech -> motion latents -> frames (FLOAT §4, Fig. 2). It owns generation.
 
-Stages (each a method, so they can be timed, tested and reused on their own):
+Stages (each a method, so they can be timed, tested and reused on their own, e.g. by a streaming
+consumer that pushes speech in chunks and samples one window at a time):
 
-1. `encode_source`   S -> w_{S->r}, lambda(S), w_{r->S}, feature pyramid       (motion auto-encoder)
-2. `encode_audio`    waveform -> per-frame speech features a^{1:T}   (wav2vec2 + projection, or log-mel)
-3. `emotion_probs`   waveform -> w_e (predicted), or one-hot for a forced label (emotion redirection)
-4. `iter_motion`     chunked flow-matching sampling of w_{r->D}^{1:T}         (FMT + ODE + guidance)
-5. `edit_motion`     lambda-control along the learned orthonormal basis (paper §5.4)
-6. `iter_frames`     D(w_{S->r} + w_{r->D}^t) decoded as a stream
+1. `prepare_portrait`  photo -> (1, 3, size, size) in [-1, 1], face-cropped                (face crop)
+2. `encode_source`     S -> w_{S->r}, lambda(S), w_{r->S}, feature pyramid       (motion auto-encoder)
+3. `encode_audio`      speech -> per-frame features a^{1:T}    (wav2vec2 + projection, or log-mel)
+4. `emotion_probs`     speech -> w_e (predicted), or one-hot for a forced label (emotion redirection)
+5. `sampler` / `iter_motion`  windowed flow-matching sampling of w_{r->D}^{1:T}  (FMT + ODE + Eq. 14)
+6. `edit_motion`       lambda-control along the learned orthonormal basis (Eq. 15)
+7. `iter_frames`       D(w_{S->r} + w_{r->D}^t) decoded as a stream (Eq. 8-9)
+
+End to end: `generate` (frames as they are decoded) and `write_video` (an MP4), both validated
+once at this boundary (GenerateOptions.validate: InputError) and both returning a
+GenerationResult. Data flows in one direction, window by window, so memory does not grow with the
+length of the speech: long speech is read from its file block by block (io.audio.SpeechAudio),
+features are computed chunk by chunk, and frames go to the encoder as they are decoded.
 
 The pipeline owns device and dtype; the networks stay pure modules.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import random
+import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .chunking import FrameChunk, frame_chunks
+from .errors import InputError
 from .flow.guidance import IncrementalGuidance
 from .flow.sampler import MotionSampler, WindowSample, fmt_velocity
-from .generate import GenerateOptions, GenerationResult, generate_frames, generate_video
-from .models.audio import normalize_waveform, num_video_frames
+from .io.audio import SpeechAudio
+from .models.audio import normalize_waveform, num_video_frames, wav2vec2_receptive_field
 from .models.emotion import Emotion, emotion_one_hot
 from .models.float_model import FloatModel
 from .models.motion_ae import SourceEncoding
+from .options import GenerateOptions
 from .weights import load_model
 
-__all__ = ["AudioEncoding", "FloatPipeline"]
+__all__ = ["AudioEncoding", "FloatPipeline", "Generation", "GenerationResult"]
+
+_DEFAULTS = GenerateOptions()
 
 
 @dataclass
@@ -41,13 +58,80 @@ class AudioEncoding:
 
     Attributes:
         features: a^{1:T}, (1, T, d_a).
-        waveform: the normalised waveform (1, N) fed to the speech encoder and the emotion classifier.
         num_frames: T = ceil(N * fps / sample_rate).
+        speech: the speech it was computed from (the emotion stage reads it again).
+        waveform: the normalised waveform (1, N') when the clip was encoded whole (as the original
+            does, for clips up to the chunk length); None when it was encoded chunk by chunk.
     """
 
     features: Tensor
-    waveform: Tensor
     num_frames: int
+    speech: SpeechAudio
+    waveform: Tensor | None = None
+
+
+@dataclass
+class GenerationResult:
+    """What a finished (or, while frames are still coming, a running) generation reports.
+
+    Attributes:
+        path: the MP4 written, or None for frames returned to the caller.
+        num_frames: frames produced.
+        seconds: wall time of the whole run.
+        seed: the seed of the noise (None when the noise or the motion was given).
+        emotion: the emotion used ("auto (happy)", a forced label, or "(from motion file)").
+        stage_seconds: wall time per stage, in pipeline order.
+        notices: things the user should know (e.g. an emotion fallback), one line each.
+        fps: the video frame rate.
+    """
+
+    path: Path | None = None
+    num_frames: int = 0
+    seconds: float = 0.0
+    seed: int | None = None
+    emotion: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    fps: float = 25.0
+
+    def summary(self) -> str:
+        rate = self.num_frames / self.seconds if self.seconds > 0 else float("inf")
+        where = f"wrote {self.path}: " if self.path else ""
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
+        seed = f", seed {self.seed}" if self.seed is not None else ""
+        notes = "".join(f"\nnote: {n}" for n in self.notices)
+        return (
+            f"{where}{self.num_frames} frames ({self.num_frames / self.fps:.2f} s) in {self.seconds:.1f} s "
+            f"({rate:.2f} frames/s), emotion {self.emotion}{seed} [{stages}]{notes}"
+        )
+
+
+class Generation:
+    """A generation in progress: iterate it for (n, H, W, 3) uint8 frame batches as they are decoded.
+
+    Every input has been read and checked, and the speech encoded, before the object exists; the
+    motion is sampled and decoded window by window as the frames are pulled. `result` is complete
+    once the iteration ends (its seed, emotion and notices are known from the start).
+    """
+
+    def __init__(
+        self,
+        frames: Iterator[np.ndarray],
+        result: GenerationResult,
+        size: int,
+        speech: SpeechAudio,
+        started: float,
+    ) -> None:
+        self._frames, self.result = frames, result
+        self.size = size  # side of the frames in pixels
+        self.speech = speech  # the speech being rendered (the MP4's sound track comes from it)
+        self.started = started  # time.perf_counter() when the run began
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._frames
+
+    def __next__(self) -> np.ndarray:
+        return next(self._frames)
 
 
 class FloatPipeline:
@@ -55,11 +139,10 @@ class FloatPipeline:
 
     Example:
         >>> pipe = FloatPipeline.from_pretrained("weights/float-512", device="cuda")
-        >>> src = pipe.encode_source(image)                  # (1, 3, 512, 512) in [-1, 1]
-        >>> audio = pipe.encode_audio(waveform_16k)          # (N,) float32
-        >>> emotion = pipe.emotion_probs(audio, "auto")
-        >>> latents = torch.cat([w.latents for w in pipe.iter_motion(src, audio, emotion, seed=0)], 1)
-        >>> frames = list(pipe.iter_frames(src, latents[0]))  # each (n, 3, 512, 512)
+        >>> pipe.write_video("portrait.jpg", "speech.wav", "talk.mp4", seed=0).summary()
+        >>> run = pipe.generate("portrait.jpg", "speech.wav", emotion="happy")
+        >>> for frames in run: ...                             # (n, 512, 512, 3) uint8, as decoded
+        >>> run.result.seed, run.result.stage_seconds
     """
 
     def __init__(
@@ -78,7 +161,7 @@ class FloatPipeline:
         speech_context_seconds: extra audio each chunk sees on both sides.
         """
         if speech_chunk_seconds <= 0 or speech_context_seconds < 0:
-            raise ValueError("speech_chunk_seconds must be > 0 and speech_context_seconds >= 0")
+            raise InputError("speech_chunk_seconds must be > 0 and speech_context_seconds >= 0")
         self.model = model.eval().requires_grad_(False)
         self.speech_chunk_seconds = speech_chunk_seconds
         self.speech_context_seconds = speech_context_seconds
@@ -90,7 +173,7 @@ class FloatPipeline:
     def from_pretrained(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> FloatPipeline:
-        """Load a weights folder (see checkpoint.py) onto `device` in `dtype`."""
+        """Load a weights folder (floatalk.weights) onto `device` in `dtype`."""
         return cls(load_model(path), device=device, dtype=dtype)
 
     @property
@@ -109,6 +192,52 @@ class FloatPipeline:
     def image_size(self) -> int:
         return self.config.motion_ae.size
 
+    @property
+    def motion_directions(self) -> int:
+        """M, the number of learned orthonormal motion directions (lambda-control's K < M)."""
+        return self.config.motion_ae.motion_dim
+
+    # ---------------------------------------------------------------------------------------------
+    # Inputs
+    # ---------------------------------------------------------------------------------------------
+
+    def prepare_portrait(self, image: Any, options: GenerateOptions = _DEFAULTS) -> Tensor:
+        """Path or (H, W, 3) uint8 array -> (1, 3, size, size) in [-1, 1], face-cropped unless crop=False.
+
+        A (1, 3, size, size) tensor is taken as already prepared.
+        """
+        from .io.image import image_to_tensor, load_image
+
+        size = self.image_size
+        if isinstance(image, torch.Tensor):
+            if tuple(image.shape) != (1, 3, size, size):
+                raise InputError(
+                    f"image tensor must be (1, 3, {size}, {size}) in [-1, 1], got {tuple(image.shape)}"
+                )
+            return image
+        array = load_image(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+            raise InputError(f"image array must be (H, W, 3) uint8 RGB, got {array.dtype} {array.shape}")
+        if options.crop:
+            from .face import crop_portrait
+
+            array = crop_portrait(array, size=size, face_index=options.face_index, fill=options.crop_fill)
+        return image_to_tensor(array, size)
+
+    def load_speech(self, audio: Any) -> SpeechAudio:
+        """Path (any audio, or a video's sound) or mono float waveform at `sample_rate` -> SpeechAudio."""
+        if isinstance(audio, SpeechAudio):
+            if audio.sample_rate != self.sample_rate:
+                raise InputError(
+                    f"speech is at {audio.sample_rate} Hz but this model hears {self.sample_rate} Hz"
+                )
+            return audio
+        if isinstance(audio, (str, os.PathLike)):
+            return SpeechAudio.from_file(audio, self.sample_rate)
+        if isinstance(audio, torch.Tensor):
+            audio = audio.detach().cpu().float().numpy()
+        return SpeechAudio.from_array(audio, self.sample_rate)
+
     # ---------------------------------------------------------------------------------------------
     # Stages
     # ---------------------------------------------------------------------------------------------
@@ -117,40 +246,15 @@ class FloatPipeline:
     def encode_source(self, image: Tensor) -> SourceEncoding:
         """Encode the source portrait: (1, 3, size, size) in [-1, 1] -> SourceEncoding."""
         size = self.image_size
-        if image.dim() != 4 or image.shape[1:] != (3, size, size):
-            raise ValueError(f"image must have shape (B, 3, {size}, {size}), got {tuple(image.shape)}")
+        assert image.dim() == 4 and image.shape[1:] == (3, size, size), tuple(image.shape)
         return self.model.motion_ae.encode_source(image.to(self.device, self.dtype))
 
-    @torch.inference_mode()
-    def encode_audio(self, waveform: np.ndarray | Tensor) -> AudioEncoding:
-        """Speech features of a mono waveform at `sample_rate`: (N,) or (1, N) -> AudioEncoding."""
-        wav = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(1, -1)
-        if wav.shape[-1] == 0:
-            raise ValueError("audio contains no samples")
-        num_frames = num_video_frames(wav.shape[-1], self.sample_rate, self.fps)
-        # wav2vec2 (the speech features' and the emotion classifier's) needs enough samples for its
-        # receptive field (400 samples at 16 kHz); the log-mel front-end takes any length.
-        min_samples = self.model.audio_encoder.min_samples
+    def _min_samples(self) -> int:
+        """Fewest samples the speech encoders take (wav2vec2's receptive field; any for log-mel)."""
+        need = self.model.audio_encoder.min_samples
         if self.model.emotion is not None:
-            min_samples = max(min_samples, _receptive_field(self.model.emotion.wav2vec2.config))
-        normalized = normalize_waveform(wav)
-        if normalized.shape[-1] < min_samples:
-            normalized = torch.nn.functional.pad(
-                normalized[:, None], (0, min_samples - normalized.shape[-1]), mode="replicate"
-            )[:, 0]
-        normalized = normalized.to(self.device, self.dtype)
-        encoder = self.model.audio_encoder
-        parts = []
-        for chunk in self._speech_chunks(num_frames):
-            if chunk.context_start == 0 and chunk.context_stop == num_frames:
-                parts.append(encoder(normalized, num_frames))  # the whole clip, as the original
-                continue
-            first = round(chunk.context_start * encoder.samples_per_frame)
-            last = round(chunk.context_stop * encoder.samples_per_frame)
-            segment = normalized[:, first:last]
-            parts.append(encoder(segment, chunk.context_stop - chunk.context_start)[:, chunk.keep])
-        features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        return AudioEncoding(features, normalized, num_frames)
+            need = max(need, wav2vec2_receptive_field(self.model.emotion.config.wav2vec2))
+        return need
 
     def _speech_chunks(self, num_frames: int) -> list[FrameChunk]:
         return frame_chunks(
@@ -160,20 +264,58 @@ class FloatPipeline:
         )
 
     @torch.inference_mode()
+    def encode_audio(self, audio: SpeechAudio | np.ndarray | Tensor | str | os.PathLike) -> AudioEncoding:
+        """Speech features a^{1:T} of a mono speech at `sample_rate` -> AudioEncoding.
+
+        Clips up to `speech_chunk_seconds` are normalised and encoded whole, exactly as the original
+        does. Longer ones are normalised with the statistics of the whole clip and encoded chunk by
+        chunk (each chunk with `speech_context_seconds` of context either side; chunking.py), reading
+        the speech block by block: memory does not grow with the length.
+        """
+        speech = self.load_speech(audio)
+        num_frames = num_video_frames(speech.num_samples, self.sample_rate, self.fps)
+        encoder = self.model.audio_encoder
+        chunks = self._speech_chunks(num_frames)
+        if len(chunks) == 1:  # the whole clip, as the original
+            wav = torch.from_numpy(np.ascontiguousarray(speech.read())).reshape(1, -1)
+            normalized = normalize_waveform(wav)
+            if normalized.shape[-1] < self._min_samples():
+                normalized = torch.nn.functional.pad(
+                    normalized[:, None], (0, self._min_samples() - normalized.shape[-1]), mode="replicate"
+                )[:, 0]
+            normalized = normalized.to(self.device, self.dtype)
+            return AudioEncoding(encoder(normalized, num_frames), num_frames, speech, normalized)
+        parts = []
+        for chunk, segment in self._normalized_segments(speech, chunks, context=True):
+            parts.append(encoder(segment, chunk.context_stop - chunk.context_start)[:, chunk.keep])
+        return AudioEncoding(torch.cat(parts, dim=1), num_frames, speech)
+
+    def _normalized_segments(
+        self, speech: SpeechAudio, chunks: list[FrameChunk], context: bool
+    ) -> Iterator[tuple[FrameChunk, Tensor]]:
+        """Each chunk's samples (with its context, or without), normalised: (1, n) on the device."""
+        spf = self.model.audio_encoder.samples_per_frame
+        mean, scale = speech.mean, 1.0 / math.sqrt(speech.var + 1e-7)  # normalize_waveform, streamed
+        ranges = speech.ranges()
+        for chunk in chunks:
+            lo, hi = (chunk.context_start, chunk.context_stop) if context else (chunk.start, chunk.stop)
+            samples = ranges.read(round(lo * spf), round(hi * spf)).astype(np.float64)
+            segment = torch.from_numpy(((samples - mean) * scale).astype(np.float32))[None]
+            yield chunk, segment.to(self.device, self.dtype)
+
+    @torch.inference_mode()
     def emotion_probs(self, audio: AudioEncoding, emotion: str | Emotion | None = "auto") -> Tensor:
         """w_e (1, E): the classifier's softmax for "auto"/None, else the one-hot of the label."""
         if emotion is None or (isinstance(emotion, str) and emotion.strip().lower() == "auto"):
             classifier = self.model.emotion
             if classifier is None:
                 return emotion_one_hot(Emotion.NEUTRAL).to(self.device, self.dtype)
-            chunks = self._speech_chunks(audio.num_frames)
-            if len(chunks) == 1:
+            if audio.waveform is not None:
                 return classifier.probabilities(audio.waveform)  # the whole clip, as the original
             # Long speech: mean-pool the hidden states over all chunks, then classify once.
-            spf = self.model.audio_encoder.samples_per_frame
             total, count = None, 0
-            for chunk in chunks:
-                segment = audio.waveform[:, round(chunk.start * spf) : round(chunk.stop * spf)]
+            chunks = self._speech_chunks(audio.num_frames)
+            for _, segment in self._normalized_segments(audio.speech, chunks, context=False):
                 hidden = classifier.wav2vec2(segment)[0]  # (1, N', hidden)
                 total = hidden.sum(1) if total is None else total + hidden.sum(1)
                 count += hidden.shape[1]
@@ -181,9 +323,13 @@ class FloatPipeline:
         return emotion_one_hot(emotion, num_classes=self.config.fmt.num_emotions).to(self.device, self.dtype)
 
     def sampler(
-        self, nfe: int = 10, solver: str = "euler", audio_scale: float = 2.0, emotion_scale: float = 1.0
+        self,
+        nfe: int = _DEFAULTS.nfe,
+        solver: str = _DEFAULTS.solver,
+        audio_scale: float = _DEFAULTS.audio_scale,
+        emotion_scale: float = _DEFAULTS.emotion_scale,
     ) -> MotionSampler:
-        """The chunked sampler for this model's window sizes."""
+        """The windowed sampler for this model's window sizes (L, L')."""
         cfg = self.config.fmt
         return MotionSampler(
             window=cfg.clip_frames,
@@ -193,6 +339,10 @@ class FloatPipeline:
             guidance=IncrementalGuidance(audio_scale, emotion_scale),
         )
 
+    def velocity(self, sampler: MotionSampler):
+        """v(t, x, c) of this model's transformer over the current frames of a window."""
+        return fmt_velocity(self.model.fmt, sampler.context)
+
     @torch.inference_mode()
     def iter_motion(
         self,
@@ -200,10 +350,10 @@ class FloatPipeline:
         audio: AudioEncoding,
         emotion: Tensor,
         *,
-        nfe: int = 10,
-        solver: str = "euler",
-        audio_scale: float = 2.0,
-        emotion_scale: float = 1.0,
+        nfe: int = _DEFAULTS.nfe,
+        solver: str = _DEFAULTS.solver,
+        audio_scale: float = _DEFAULTS.audio_scale,
+        emotion_scale: float = _DEFAULTS.emotion_scale,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
@@ -218,7 +368,7 @@ class FloatPipeline:
             generator = torch.Generator().manual_seed(int(seed))
         sampler = self.sampler(nfe, solver, audio_scale, emotion_scale)
         yield from sampler.iter_windows(
-            fmt_velocity(self.model.fmt, sampler.context),
+            self.velocity(sampler),
             audio.features,
             source.source_motion,
             emotion.to(self.device, self.dtype),
@@ -241,7 +391,7 @@ class FloatPipeline:
 
         `motion_scale` scales how far each frame moves away from the source's own motion (0 = the
         source pose held still, 1 = unchanged, > 1 = exaggerated); `edits` {k: delta_k} shifts
-        coefficient k of every frame along the k-th orthonormal direction v_k.
+        coefficient k of every frame along the k-th orthonormal direction v_k (0 <= k < M).
 
         latents: (..., d) -> (..., d).
         """
@@ -250,16 +400,13 @@ class FloatPipeline:
             ref = source.source_motion.reshape(*([1] * (latents.dim() - 1)), -1)
             out = ref + motion_scale * (out - ref)
         if edits:
-            basis = self.model.motion_ae.dec.direction.basis()  # (d, M)
+            basis = self.model.motion_ae.dec.direction.basis()  # V: (d, M), orthonormal columns
             m = basis.shape[1]
             delta = torch.zeros(m, device=basis.device, dtype=basis.dtype)
             for k, value in edits.items():
-                if not 0 <= int(k) < m:
-                    raise ValueError(
-                        f"motion direction {k} out of range; the model has directions 0..{m - 1}"
-                    )
+                assert 0 <= int(k) < m, f"motion direction {k} out of range 0..{m - 1}"
                 delta[int(k)] += float(value)
-            out = out + delta @ basis.t()
+            out = out + delta @ basis.t()  # Eq. 15: + sum_k delta_k v_k
         return out
 
     @torch.inference_mode()
@@ -273,8 +420,7 @@ class FloatPipeline:
         """
         if batch_size is None:
             batch_size = 1 if self.device.type == "cpu" else 8
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        assert batch_size >= 1, batch_size
         for i in range(0, latents.shape[0], batch_size):
             chunk = latents[i : i + batch_size].to(self.device, self.dtype)
             yield self.model.motion_ae.decode(source, chunk)
@@ -284,39 +430,248 @@ class FloatPipeline:
     # ---------------------------------------------------------------------------------------------
 
     def generate(
-        self, image, audio, options: GenerateOptions | None = None, **kwargs
-    ) -> Iterator[np.ndarray]:
-        """Yield (n, H, W, 3) uint8 frames as they are decoded.
+        self,
+        image: Any,
+        audio: Any,
+        options: GenerateOptions | None = None,
+        *,
+        motion: Tensor | None = None,
+        noise: Tensor | None = None,
+        on_motion: Callable[[Tensor], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **changes: Any,
+    ) -> Generation:
+        """Read and check everything, encode the speech, then yield frames as they are decoded.
 
         Args:
-            image: portrait path or (H, W, 3) uint8 RGB array.
-            audio: speech path, or a mono float waveform at `sample_rate`.
-            options: GenerateOptions; or give its fields as keyword arguments
-                (emotion, emotion_scale, audio_scale, nfe, solver, seed, crop, face_index, crop_fill,
-                motion_edits, motion_scale, decode_batch_size).
+            image: portrait path, (H, W, 3) uint8 RGB array, or a prepared (1, 3, size, size) tensor.
+            audio: speech path (any audio, or a video's sound), or a mono float waveform at
+                `sample_rate`.
+            options: GenerateOptions; or give its fields as keyword arguments (`changes`, applied on
+                top of `options`): emotion, emotion_scale, audio_scale, nfe, solver, seed, crop,
+                face_index, crop_fill, motion_edits ({k: delta} or pairs), motion_scale,
+                decode_batch_size, zero_audio, output_size.
+            motion: saved motion latents (T, d) to render instead of sampling (io.latents).
+            noise: the initial noise of every window, (W * L, d) or (1, W * L, d) with
+                W = ceil(T / L) windows of L frames, instead of noise drawn from the seed.
+            on_motion: receives the sampled latents (T, d) once sampling is complete.
+            progress: called with (frames done, frames total) after each decoded batch.
+
+        Returns:
+            A Generation: iterate it for (n, H, W, 3) uint8 frames; its `result` is the report.
+
+        Raises:
+            InputError: any unusable input or option (one line), before any frame is made.
         """
-        return generate_frames(self, image, audio, _options(options, kwargs))
+        options = GenerateOptions.build(options, **changes).validate(self.motion_directions)
+        start = time.perf_counter()
+        result = GenerationResult(fps=self.fps)
+        timer = _StageTimer(result.stage_seconds)
+        image_tensor = self.prepare_portrait(image, options)
+        timer.tick("crop")
+        speech = self.load_speech(audio)
+        timer.tick("audio load")
+        return self._run(
+            image_tensor, speech, options, result, timer, start, motion, noise, on_motion, progress
+        )
 
     def write_video(
-        self, image, audio, output: str | os.PathLike, options: GenerateOptions | None = None, **kwargs
+        self,
+        image: Any,
+        audio: Any,
+        output: str | os.PathLike,
+        options: GenerateOptions | None = None,
+        *,
+        motion: Tensor | None = None,
+        noise: Tensor | None = None,
+        save_motion: str | os.PathLike | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        crf: float = 18,
+        **changes: Any,
     ) -> GenerationResult:
-        """Write the talking video to `output` (MP4, H.264 + AAC); same options as `generate`."""
-        return generate_video(self, image, audio, output, _options(options, kwargs))
+        """Write the talking video to `output` (H.264 + AAC MP4), created only once complete.
+
+        Same arguments as `generate`; `save_motion` also writes the sampled latents (.safetensors).
+        The sound track is the input's own (its sample rate and channels; see io.video.VideoWriter),
+        not the 16 kHz mono the model hears. Nothing is left at `output` on an error or Ctrl-C.
+        """
+        from .io.latents import check_motion_path, save_motion_file
+        from .io.video import VideoWriter, check_output_path
+
+        options = GenerateOptions.build(options, **changes).validate(self.motion_directions)
+        check_output_path(output)
+        if save_motion is not None:
+            check_motion_path(save_motion)
+        captured: list[Tensor] = []
+        run = self.generate(
+            image,
+            audio,
+            options,
+            motion=motion,
+            noise=noise,
+            on_motion=captured.append if save_motion is not None else None,
+            progress=progress,
+        )
+        sound = run.speech.path if run.speech.path is not None else run.speech.read()
+        with VideoWriter(
+            output, run.size, run.size, fps=self.fps, audio=sound, sample_rate=self.sample_rate, crf=crf
+        ) as writer:
+            for batch in run:
+                t = time.perf_counter()
+                writer.write(batch)
+                run.result.stage_seconds["mp4 encoding"] = run.result.stage_seconds.get(
+                    "mp4 encoding", 0.0
+                ) + (time.perf_counter() - t)
+            if save_motion is not None and captured:
+                save_motion_file(save_motion, captured[0], fps=self.fps, seed=run.result.seed)
+        run.result.path = Path(output)
+        run.result.seconds = time.perf_counter() - run.started
+        return run.result
+
+    def _run(
+        self,
+        image: Tensor,
+        speech: SpeechAudio,
+        options: GenerateOptions,
+        result: GenerationResult,
+        timer: _StageTimer,
+        start: float,
+        motion: Tensor | None,
+        noise: Tensor | None,
+        on_motion: Callable[[Tensor], None] | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> Generation:
+        """Encode source and speech, settle seed and emotion, and return the frame stream."""
+        source = self.encode_source(image)
+        timer.tick("source encoding")
+        if motion is not None:
+            latents = self._check_motion(motion)
+            result.emotion = "(from motion file)"
+            total = latents.shape[0]
+            windows: Iterator[Tensor] = iter([latents])
+        else:
+            audio = self.encode_audio(speech)
+            if options.zero_audio:  # the "no speech" condition the model saw under condition dropout
+                audio.features = torch.zeros_like(audio.features)
+            timer.tick("speech features")
+            label = options.emotion.strip().lower()
+            if label == "auto" and self.model.emotion is None:
+                result.notices.append("no speech-emotion model in these weights: emotion set to neutral")
+            emotion = self.emotion_probs(audio, label)
+            if label == "auto":
+                label = f"auto ({self.config.emotion.labels[int(emotion.argmax())]})"
+            result.emotion = label
+            timer.tick("emotion")
+            total = audio.num_frames
+            seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
+            if noise is not None:
+                noise, seed = self._check_noise(noise, total), None
+            result.seed = seed
+            windows = (
+                w.latents[0]
+                for w in self.iter_motion(
+                    source,
+                    audio,
+                    emotion,
+                    nfe=options.nfe,
+                    solver=options.solver,
+                    audio_scale=options.audio_scale,
+                    emotion_scale=options.emotion_scale,
+                    seed=seed,
+                    noise=noise,
+                )
+            )
+        size = options.output_size or self.image_size
+        frames = self._frames(source, windows, options, result, timer, total, on_motion, progress, start)
+        return Generation(frames, result, size, speech, start)
+
+    def _frames(
+        self,
+        source: SourceEncoding,
+        windows: Iterator[Tensor],
+        options: GenerateOptions,
+        result: GenerationResult,
+        timer: _StageTimer,
+        total: int,
+        on_motion: Callable[[Tensor], None] | None,
+        progress: Callable[[int, int], None] | None,
+        start: float,
+    ) -> Iterator[np.ndarray]:
+        """Window by window: sample, edit (Eq. 15), decode, convert; (n, H, W, 3) uint8 batches."""
+        edits = dict(options.motion_edits)
+        sampled: list[Tensor] = []
+        timer.restart()
+        for latents in windows:
+            timer.tick("sampling")
+            if on_motion is not None:
+                sampled.append(latents.cpu())
+            latents = self.edit_motion(latents, source, edits, options.motion_scale)
+            for frames in self.iter_frames(source, latents, options.decode_batch_size):
+                out = frames_to_uint8(frames)
+                if options.output_size is not None and options.output_size != out.shape[1]:
+                    out = resize_frames(out, options.output_size)
+                timer.tick("decoding")
+                result.num_frames += out.shape[0]
+                if progress is not None:
+                    progress(result.num_frames, total)
+                yield out
+                timer.restart()
+        result.seconds = time.perf_counter() - start
+        if on_motion is not None:
+            on_motion(torch.cat(sampled))
+
+    def _check_motion(self, motion: Tensor) -> Tensor:
+        """Saved motion latents (T, d) -> on the pipeline's device; InputError if mis-shaped."""
+        latents = torch.as_tensor(motion)
+        dim = self.config.fmt.latent_dim
+        if latents.dim() != 2 or latents.shape[1] != dim or latents.shape[0] < 1:
+            raise InputError(f"motion file must hold (frames, {dim}) latents, got {tuple(latents.shape)}")
+        if not torch.isfinite(latents).all():
+            raise InputError("motion file contains NaN or infinite values")
+        return latents.to(self.device, self.dtype)
+
+    def _check_noise(self, noise: Tensor, num_frames: int) -> Tensor:
+        """(W * L, d) or (1, W * L, d) initial noise -> (1, W * L, d) on the pipeline's device."""
+        window, dim = self.config.fmt.clip_frames, self.config.fmt.latent_dim
+        expected = (1, math.ceil(num_frames / window) * window, dim)
+        noise = torch.as_tensor(noise)
+        if noise.dim() == 2:
+            noise = noise[None]
+        if tuple(noise.shape) != expected:
+            raise InputError(
+                f"noise must hold {expected[1]} x {dim} values for {num_frames} frames "
+                f"({expected[1] // window} windows of {window}), got shape {tuple(noise.shape)}"
+            )
+        if not torch.isfinite(noise).all():
+            raise InputError("noise contains NaN or infinite values")
+        return noise.to(self.device, self.dtype)
 
 
-def _options(options: GenerateOptions | None, kwargs: dict) -> GenerateOptions:
-    if options is not None and kwargs:
-        raise TypeError("give either options= or keyword options, not both")
-    if options is None:
-        if "motion_edits" in kwargs and isinstance(kwargs["motion_edits"], Mapping):
-            kwargs["motion_edits"] = tuple(kwargs["motion_edits"].items())
-        options = GenerateOptions(**kwargs)
-    return options
+class _StageTimer:
+    """Adds the wall time since the last tick to a named stage."""
+
+    def __init__(self, stages: dict[str, float]) -> None:
+        self.stages = stages
+        self.last = time.perf_counter()
+
+    def restart(self) -> None:
+        self.last = time.perf_counter()
+
+    def tick(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name] = self.stages.get(name, 0.0) + now - self.last
+        self.last = now
 
 
-def _receptive_field(w2v_config) -> int:
-    """Samples needed for one output frame of wav2vec2's convolutional feature encoder."""
-    field = 1
-    for kernel, stride in zip(reversed(w2v_config.conv_kernel), reversed(w2v_config.conv_stride)):
-        field = (field - 1) * stride + kernel
-    return field
+def frames_to_uint8(frames: Tensor) -> np.ndarray:
+    """(n, 3, H, W) in [-1, 1] -> (n, H, W, 3) uint8, rounded."""
+    x = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(n, H, W, 3) uint8 -> (n, size, size, 3) uint8, bicubic."""
+    from PIL import Image
+
+    resample = Image.Resampling.BICUBIC
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), resample)) for f in frames])

@@ -11,11 +11,11 @@ import torch
 
 from conftest import randomize_
 from floatalk.config import AudioEncoderConfig, LogMelConfig, preset
-from floatalk.generate import GenerateOptions, generate_frames
 from floatalk.models.audio import AudioEncoder, normalize_waveform
 from floatalk.models.emotion import Emotion, emotion_one_hot
 from floatalk.models.float_model import FloatModel
 from floatalk.models.logmel import LogMelEncoder, hz_to_mel, log_mel_spectrogram, mel_filterbank, mel_to_hz
+from floatalk.options import GenerateOptions
 from floatalk.pipeline import FloatPipeline
 from floatalk.weights import load_model, save_model
 
@@ -196,11 +196,11 @@ def test_generate_end_to_end_without_emotion_model(logmel_model):
     pipe = FloatPipeline(logmel_model)
     image = torch.rand(1, 3, 32, 32) * 2 - 1
     wave = _speech(0.7)
-    report: dict = {}
-    frames = list(generate_frames(pipe, image, wave, GenerateOptions(nfe=2, seed=0), report=report))
-    video = np.concatenate(frames)
+    run = pipe.generate(image, wave, GenerateOptions(nfe=2, seed=0))
+    video = np.concatenate(list(run))
     assert video.shape == (18, 32, 32, 3) and video.dtype == np.uint8  # ceil(0.7 s * 25)
-    assert "neutral" in report["notice"] and report["emotion"] == "auto (neutral)"
+    assert "neutral" in run.result.notices[0] and run.result.emotion == "auto (neutral)"
+    assert run.result.num_frames == 18 and run.result.seed == 0
     again = np.concatenate(list(pipe.generate(image, wave, nfe=2, seed=0)))
     assert np.array_equal(video, again)
     # the speech conditions the motion

@@ -11,7 +11,7 @@ rarely draws a face) are not an error: their correlations are NaN, they are coun
 summary, and they are left out of the means and of the pooled correlation.
 
 ``zero_audio=True`` is the baseline: the same clips, seeds and emotions, but the motion is sampled
-with the null speech condition (:attr:`floatalk.generate.GenerateOptions.zero_audio`); the video still
+with the null speech condition (:attr:`floatalk.options.GenerateOptions.zero_audio`); the video still
 carries the speech, so the measure sees how much of the agreement the speech condition accounts for.
 
 Importing this module imports neither torch nor MediaPipe; they are loaded by the evaluation itself.
@@ -32,11 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from floatalk.errors import InputError
+from floatalk.options import GenerateOptions
 
 from .lipsync import MIN_VALID_FRAMES, load_reference_track, pearson, score_lipsync, speech_envelope
 
 if TYPE_CHECKING:
     import torch
+
+_DEFAULTS = GenerateOptions()
 
 __all__ = [
     "SyntheticClipScore",
@@ -283,9 +286,9 @@ def evaluate_synthetic_lipsync(
     split: str = "test",
     zero_audio: bool = False,
     seed: int = 0,
-    nfe: int = 10,
-    audio_scale: float = 2.0,
-    emotion_scale: float = 1.0,
+    nfe: int = _DEFAULTS.nfe,
+    audio_scale: float = _DEFAULTS.audio_scale,
+    emotion_scale: float = _DEFAULTS.emotion_scale,
     device: str | torch.device = "cpu",
     videos_dir: PathLike | None = None,
     clips: int | None = None,
@@ -317,14 +320,14 @@ def evaluate_synthetic_lipsync(
             settings or weights, or missing MediaPipe. The message is one line.
     """
     from floatalk.data.layout import clip_dir, read_frame
-    from floatalk.generate import GenerateOptions, resolve_weights
+    from floatalk.weights import resolve_weights
 
     start = time.perf_counter()
     data = Path(data)
     metas = _select_clips(data, split, clips)
 
     def options_for(index: int, emotion: str) -> GenerateOptions:
-        return GenerateOptions(
+        return _DEFAULTS.replace(
             emotion=emotion,
             emotion_scale=emotion_scale,
             audio_scale=audio_scale,

@@ -28,14 +28,12 @@ ConditionalVelocityFn = Callable[[Tensor, Tensor, WindowConditions], Tensor]  # 
 class IncrementalGuidance:
     """Wraps a conditional velocity v(t, x, c) into a guided VelocityFn v(t, x)."""
 
-    audio_scale: float = 2.0  # g_a
-    emotion_scale: float = 1.0  # g_e
+    audio_scale: float  # g_a (users give it through floatalk.options.GenerateOptions, checked there)
+    emotion_scale: float  # g_e
 
     def __post_init__(self) -> None:
-        for name in ("audio_scale", "emotion_scale"):
-            value = getattr(self, name)
-            if not (value >= 0.0) or value == float("inf"):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        for value in (self.audio_scale, self.emotion_scale):
+            assert 0.0 <= value < float("inf"), value
 
     @property
     def is_identity(self) -> bool:

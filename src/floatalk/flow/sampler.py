@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from .conditions import WindowConditions
 from .guidance import ConditionalVelocityFn, IncrementalGuidance
 from .solvers import SOLVERS, solve, time_grid
 
-__all__ = ["MotionSampler", "WindowSample", "fmt_velocity", "num_windows"]
+__all__ = ["MotionSampler", "WindowContext", "WindowSample", "fmt_velocity", "num_windows"]
 
 
 def num_windows(num_frames: int, window: int) -> int:
@@ -51,9 +51,33 @@ class WindowSample:
     latents: Tensor
 
 
+@dataclass
+class WindowContext:
+    """What window k carries into window k+1: the last L' sampled latents and their speech features.
+
+    Attributes:
+        prev_motion: x_prev, (B, L', d); zeros before the first window.
+        prev_audio: a_prev, (B, L', d_a); zeros before the first window.
+    """
+
+    prev_motion: Tensor
+    prev_audio: Tensor
+
+    @staticmethod
+    def empty(audio_features: Tensor, latent_dim: int, context: int) -> WindowContext:
+        """The zero context of a clip's first window, on the features' device and dtype."""
+        b, _, d_a = audio_features.shape
+        return WindowContext(
+            audio_features.new_zeros(b, context, latent_dim), audio_features.new_zeros(b, context, d_a)
+        )
+
+
 @dataclass(frozen=True)
 class MotionSampler:
-    """Chunked flow-matching sampler (stateless; everything per call).
+    """Chunked flow-matching sampler (stateless: the window-to-window state is a WindowContext).
+
+    `sample_window` is the unit step; `iter_windows` runs it over a whole clip. A streaming consumer
+    calls `sample_window` itself as speech arrives, carrying the WindowContext from window to window.
 
     Attributes:
         window: L, frames per window.
@@ -61,22 +85,60 @@ class MotionSampler:
         nfe: velocity evaluations per window (see solvers.py; the released `--nfe 10` is 9 here).
         method: "euler" or "midpoint".
         guidance: incremental classifier-free guidance scales.
+
+    The values are checked where users give them (floatalk.options.GenerateOptions); here they are
+    only asserted.
     """
 
-    window: int = 50
-    context: int = 10
-    nfe: int = 10
-    method: str = "euler"
-    guidance: IncrementalGuidance = field(default_factory=IncrementalGuidance)
+    window: int
+    context: int
+    nfe: int
+    method: str
+    guidance: IncrementalGuidance
 
     def __post_init__(self) -> None:
-        if self.method not in SOLVERS:
-            raise ValueError(f"unknown solver {self.method!r}; choose one of {', '.join(SOLVERS)}")
-        time_grid(self.nfe, self.method)  # validates nfe for the method
-        if self.window < 1 or not 0 <= self.context <= self.window:
-            raise ValueError(
-                f"need window >= 1 and 0 <= context <= window, got {self.window}, {self.context}"
-            )
+        assert self.method in SOLVERS, self.method
+        assert self.window >= 1 and 0 <= self.context <= self.window, (self.window, self.context)
+        time_grid(self.nfe, self.method)  # asserts nfe fits the method
+
+    def window_audio(self, audio_features: Tensor, start: int) -> tuple[Tensor, int]:
+        """a^{start:start+L}, the final frame repeated past the clip end: ((B, L, d_a), valid frames)."""
+        audio = audio_features[:, start : start + self.window]
+        valid = audio.shape[1]
+        if valid < self.window:  # repeat the final frame's features
+            audio = F.pad(audio.transpose(1, 2), (0, self.window - valid), mode="replicate").transpose(1, 2)
+        return audio, valid
+
+    def sample_window(
+        self,
+        velocity: ConditionalVelocityFn,
+        audio: Tensor,
+        source_motion: Tensor,
+        emotion: Tensor,
+        context: WindowContext,
+        x0: Tensor,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> tuple[Tensor, WindowContext]:
+        """Solve the flow ODE of one window (Eq. 14 guidance inside `velocity`'s wrapper).
+
+        Args:
+            velocity: v(t, x, c) for the current L frames, e.g. `fmt_velocity(fmt, L')`.
+            audio: a, (B, L, d_a) speech features of the window.
+            source_motion: w_{r->S}, (B, d).
+            emotion: w_e, (B, E).
+            context: the previous window's WindowContext (WindowContext.empty for the first).
+            x0: the initial noise, (B, L, d).
+            callback: called after each evaluation with (done, nfe).
+
+        Returns:
+            (x1, the context for the next window): x1 = w_{r->D} of the window, (B, L, d).
+        """
+        cond = WindowConditions(audio, source_motion, emotion, context.prev_motion, context.prev_audio)
+        x1 = solve(self.guidance.wrap(velocity, cond), x0, self.nfe, self.method, callback)
+        lp, length = self.context, self.window
+        if lp:
+            context = WindowContext(x1[:, length - lp :], audio[:, length - lp :])
+        return x1, context
 
     def iter_windows(
         self,
@@ -104,31 +166,24 @@ class MotionSampler:
             WindowSample per window, with the padding of the last window removed.
         """
         b, total, _ = audio_features.shape
-        if total < 1:
-            raise ValueError("audio_features must have at least one frame")
+        assert total >= 1, "audio_features must have at least one frame"
         d = source_motion.shape[-1]
-        L, Lp = self.window, self.context
-        count = num_windows(total, L)
-        if noise is not None and tuple(noise.shape) != (b, count * L, d):
-            raise ValueError(f"noise must have shape {(b, count * L, d)}, got {tuple(noise.shape)}")
+        length = self.window
+        count = num_windows(total, length)
+        assert noise is None or tuple(noise.shape) == (b, count * length, d), tuple(noise.shape)
         dtype, device = audio_features.dtype, audio_features.device
-        prev_motion = audio_features.new_zeros(b, Lp, d)
-        prev_audio = audio_features.new_zeros(b, Lp, audio_features.shape[-1])
+        context = WindowContext.empty(audio_features, d, self.context)
         evaluations = count * self.nfe
         for k in range(count):
-            start = k * L
-            audio = audio_features[:, start : start + L]
-            valid = audio.shape[1]
-            if valid < L:  # repeat the final frame's features
-                audio = F.pad(audio.transpose(1, 2), (0, L - valid), mode="replicate").transpose(1, 2)
+            start = k * length
+            audio, valid = self.window_audio(audio_features, start)
             if noise is not None:
-                x0 = noise[:, start : start + L].to(device=device, dtype=dtype)
+                x0 = noise[:, start : start + length].to(device=device, dtype=dtype)
             else:
                 noise_device = generator.device if generator is not None else device
-                x0 = torch.randn(b, L, d, generator=generator, device=noise_device).to(
+                x0 = torch.randn(b, length, d, generator=generator, device=noise_device).to(
                     device=device, dtype=dtype
                 )
-            cond = WindowConditions(audio, source_motion, emotion, prev_motion, prev_audio)
             step_cb = None
             if callback is not None:
                 done_before = k * self.nfe
@@ -136,9 +191,7 @@ class MotionSampler:
                 def step_cb(done: int, _total: int, _base: int = done_before) -> None:
                     callback(_base + done, evaluations)
 
-            x1 = solve(self.guidance.wrap(velocity, cond), x0, self.nfe, self.method, step_cb)
-            if Lp:
-                prev_motion, prev_audio = x1[:, L - Lp :], audio[:, L - Lp :]
+            x1, context = self.sample_window(velocity, audio, source_motion, emotion, context, x0, step_cb)
             yield WindowSample(k, start, x1[:, :valid])
 
     def sample(

@@ -1,9 +1,9 @@
 """Writing generated frames and the driving audio to an MP4 file (PyAV only, no ffmpeg binary).
 
 :class:`VideoWriter` encodes H.264 (``libx264``; fallbacks: the build's default H.264 encoder, then
-MPEG-4 Part 2) in ``yuv420p`` at a constant frame rate, plus an AAC mono audio track, into one
+MPEG-4 Part 2) in ``yuv420p`` at a constant frame rate, plus an AAC audio track, into one
 container. Frames are encoded as they are written, so memory use does not grow with the video length;
-the audio is interleaved with the video as the frames arrive.
+the audio is interleaved with the video as the frames arrive, read from its source as needed.
 
 Colour: RGB frames are converted to limited-range BT.709 YCbCr (the matrix for sRGB/HD content) and
 the stream is tagged as such (BT.709 primaries, transfer and matrix), so players that honour the tags
@@ -34,7 +34,7 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from floatalk.errors import InputError
 from floatalk.io._common import check_input_file, display_path, exact_fraction, short_reason
-from floatalk.io.audio import resample_audio
+from floatalk.io.soundtrack import SoundTrack
 
 __all__ = ["VideoWriter", "check_output_path", "read_video_frames", "read_video_info", "select_video_encoder"]
 
@@ -141,9 +141,13 @@ class VideoWriter:
         width: Frame width in pixels.
         height: Frame height in pixels.
         fps: Frame rate (int, float or Fraction).
-        audio: Optional mono waveform (1-D float array or tensor, values in [-1, 1]) to mux as AAC.
-            The whole waveform is written, even if it is longer than the video.
-        sample_rate: Sample rate of ``audio`` in Hz. Rates AAC cannot store are resampled to 48 kHz.
+        audio: The sound track, muxed as AAC (io.soundtrack.SoundTrack): a media file, whose first
+            audio track is streamed at its own sample rate and channel layout, or a mono waveform (1-D
+            float array or tensor, values in [-1, 1]) at ``sample_rate``. The whole track is written,
+            even if it is longer than the video. Rates below 44.1 kHz are raised by a whole factor
+            (16 kHz -> 48 kHz) so that AAC's last, padded frame adds at most 23 ms for players that
+            ignore the edit list; rates AAC cannot store become 48 kHz.
+        sample_rate: Sample rate of a waveform ``audio`` in Hz.
         crf: Quality for libx264 (0 = lossless, 18 = visually lossless, 23 = x264 default, 51 = worst);
             mapped to a quantiser/bit rate for the fallback encoders.
         preset: x264 speed/size preset ("ultrafast" ... "veryslow").
@@ -175,8 +179,11 @@ class VideoWriter:
         self.encoded_width = self.width + self.width % 2
         self.encoded_height = self.height + self.height % 2
         self.frames_written = 0
-        self._audio, self._audio_rate = _prepare_audio(audio, sample_rate)
-        self._audio_pos = 0
+        self._track = None if audio is None else SoundTrack(audio, sample_rate)
+        self._audio_blocks = None if self._track is None else self._track.blocks()
+        self._audio_buffer = np.zeros((0 if self._track is None else self._track.channels, 0), np.float32)
+        self._audio_pos = 0  # samples encoded so far
+        self._audio_done = False  # the track has no more samples
         self._closed = False
         self._container: Any = None
         self._audio_stream: Any = None
@@ -188,16 +195,19 @@ class VideoWriter:
             options: dict[str, str] = {}
             if fmt in ("mp4", "mov"):
                 options["movflags"] = "+faststart"  # index first: playable while downloading
-                if self._audio is not None:
+                if self._track is not None:
                     # Edit lists (which trim AAC priming/padding) are in movie time units; the default
                     # 1/1000 s would round the audio length to whole milliseconds.
-                    options["movie_timescale"] = str(self._audio_rate)
+                    options["movie_timescale"] = str(self._track.rate)
             self._container = av.open(os.fspath(self._tmp_path), mode="w", format=fmt, options=options)
             self._video_stream = self._add_video_stream(codec, crf, preset)
-            if self._audio is not None:
-                self._audio_stream = self._container.add_stream("aac", rate=self._audio_rate, layout="mono")
+            if self._track is not None:
+                track = self._track
+                self._audio_stream = self._container.add_stream("aac", rate=track.rate, layout=track.layout)
                 # AAC stores at most 6144 bits per 1024-sample frame and channel.
-                self._audio_stream.bit_rate = min(_AAC_BIT_RATE, 6 * self._audio_rate)
+                self._audio_stream.bit_rate = min(
+                    _AAC_BIT_RATE * track.channels, 6 * track.rate * track.channels
+                )
         except BaseException:
             self.abort()
             raise
@@ -257,22 +267,41 @@ class VideoWriter:
             frame.time_base = 1 / self.fps
             self._container.mux(self._video_stream.encode(frame))
             self.frames_written += 1
-            if self._audio is not None:
+            if self._track is not None:
                 # Keep the audio up with the video so the two are interleaved in the file.
-                self._write_audio(until=-(-self.frames_written * self._audio_rate // self.fps), final=False)
+                self._write_audio(until=-(-self.frames_written * self._track.rate // self.fps), final=False)
 
-    def _write_audio(self, until: int, final: bool) -> None:
-        """Encodes audio samples up to index ``until`` in whole AAC frames (all of them if ``final``)."""
-        assert self._audio is not None
-        until = min(int(until), self._audio.shape[0])
-        while self._audio_pos < until:
-            n = min(_AAC_FRAME, until - self._audio_pos)
-            if n < _AAC_FRAME and not final:
-                break
-            chunk = self._audio[self._audio_pos : self._audio_pos + n]
-            frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
-            frame.sample_rate = self._audio_rate
-            frame.time_base = Fraction(1, self._audio_rate)
+    def _write_audio(self, until: int | None, final: bool) -> None:
+        """Encodes the sound track up to sample ``until`` (None: to its end) in whole AAC frames
+        (and the last partial one if ``final``), pulling blocks from the track as needed."""
+        assert self._track is not None and self._audio_blocks is not None
+        track = self._track
+        while True:
+            while (
+                not self._audio_done
+                and (until is None or self._audio_pos + self._audio_buffer.shape[1] < until)
+                and self._audio_buffer.shape[1] < _AAC_FRAME * 64
+            ):
+                block = next(self._audio_blocks, None)
+                if block is None:
+                    self._audio_done = True
+                else:
+                    self._audio_buffer = np.concatenate([self._audio_buffer, block], axis=1)
+            limit = (
+                self._audio_buffer.shape[1]
+                if until is None
+                else min(until - self._audio_pos, self._audio_buffer.shape[1])
+            )
+            if limit <= 0:
+                return
+            n = min(_AAC_FRAME, limit)
+            if n < _AAC_FRAME and not (final and self._audio_done):
+                return
+            chunk = np.ascontiguousarray(self._audio_buffer[:, :n])
+            self._audio_buffer = self._audio_buffer[:, n:]
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=track.layout)
+            frame.sample_rate = track.rate
+            frame.time_base = Fraction(1, track.rate)
             frame.pts = self._audio_pos
             self._container.mux(self._audio_stream.encode(frame))
             self._audio_pos += n
@@ -293,8 +322,8 @@ class VideoWriter:
             if self.frames_written == 0:
                 raise ValueError(f"no frames were written to {os.fspath(self.path)!r}; nothing to save")
             self._container.mux(self._video_stream.encode(None))
-            if self._audio is not None:
-                self._write_audio(until=self._audio.shape[0], final=True)
+            if self._track is not None:
+                self._write_audio(until=None, final=True)
                 self._container.mux(self._audio_stream.encode(None))
             self._container.close()
             self._container = None
@@ -436,31 +465,6 @@ def _positive_int(value: int, name: str) -> int:
     if isinstance(value, bool) or int(value) != value or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _prepare_audio(
-    audio: np.ndarray | torch.Tensor | None, sample_rate: int
-) -> tuple[np.ndarray | None, int]:
-    """Validates the waveform and resamples it if AAC cannot store ``sample_rate``."""
-    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    sample_rate = int(sample_rate)
-    if audio is None:
-        return None, sample_rate
-    if isinstance(audio, torch.Tensor):
-        audio = audio.detach().to("cpu", torch.float32).numpy()
-    x = np.asarray(audio, dtype=np.float32)
-    if x.ndim == 2 and 1 in x.shape:
-        x = x.reshape(-1)
-    if x.ndim != 1:
-        raise ValueError(f"audio must be a mono 1-D waveform, got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError("audio is empty; pass audio=None to write a silent video")
-    x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
-    aac_rates = av.Codec("aac", "w").audio_rates or ()
-    if aac_rates and sample_rate not in aac_rates:
-        x, sample_rate = resample_audio(x, sample_rate, 48000), 48000
-    return np.ascontiguousarray(x, dtype=np.float32), sample_rate
 
 
 def _frames_to_uint8(frames: np.ndarray | torch.Tensor, height: int, width: int) -> np.ndarray:

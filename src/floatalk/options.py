@@ -1,0 +1,147 @@
+"""The user controls of one generation: defaults, help texts and validation, in one place.
+
+`GenerateOptions` is the single source of truth for every control of `floatalk generate`, of
+`FloatPipeline.generate` / `write_video`, and of every other consumer of the pipeline (evaluation,
+benchmarks, a server): each field carries its default and, in its metadata, the help text and the
+command-line flag, from which the CLI builds its arguments (floatalk.cli). `validate` is the one
+check of user values; it raises the user-facing InputError with a one-line message. The layers
+underneath (sampler, guidance, networks) only assert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["CROP_FILLS", "GenerateOptions"]
+
+CROP_FILLS = ("black", "edge", "reflect")
+SOLVER_NAMES = ("euler", "midpoint")  # floatalk.flow.solvers.SOLVERS (checked by a test)
+
+
+def _option(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None) -> Any:
+    """A dataclass field whose metadata tells the CLI how to expose it (`flag` None: `--field-name`)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Every control of a generation run (the CLI flags are in each field's metadata)."""
+
+    emotion: str = _option(
+        "auto",
+        "auto (predicted from the speech) or a label to redirect to: "
+        "angry, disgust, fear, happy, neutral, sad, surprise",
+        metavar="LABEL",
+    )
+    emotion_scale: float = _option(1.0, "emotion guidance g_e, Eq. 14 (stronger emotion: 2-10)", metavar="G")
+    audio_scale: float = _option(2.0, "audio guidance g_a, Eq. 14", metavar="G")
+    nfe: int = _option(
+        10, "velocity evaluations per 2 s window (the original's --nfe 10 is 9 here)", metavar="N"
+    )
+    solver: str = _option("euler", "ODE solver: euler or midpoint (midpoint needs an even nfe)")
+    seed: int | None = _option(None, "random seed (default: random, printed at the end)", metavar="N")
+    crop: bool = _option(True, "the image is already a cropped portrait", flag="--no-crop")
+    face_index: int | None = _option(None, "which face to animate, largest first (default 0)", metavar="K")
+    crop_fill: str = _option(
+        "black", "fill outside the photo when cropping: black (original), edge or reflect"
+    )
+    motion_edits: tuple[tuple[int, float], ...] = _option(
+        (),
+        "lambda-control, Eq. 15: shift motion coefficient K along the learned basis by DELTA (repeatable)",
+        flag="--edit-motion",
+        metavar="K=DELTA",
+    )
+    motion_scale: float = _option(1.0, "scale of the generated motion around the source pose", metavar="S")
+    decode_batch_size: int | None = _option(
+        None, "frames per decoder call (default 1 on CPU, 8 on GPU)", flag="--batch-size", metavar="N"
+    )
+    zero_audio: bool = _option(
+        False, "ablation: sample the motion without the speech condition (the video keeps the sound)"
+    )
+    output_size: int | None = _option(
+        None,
+        "resize the output frames to N x N (bicubic; default: the model's size, 512 for the release)",
+        flag="--size",
+        metavar="N",
+    )
+
+    def replace(self, **changes: Any) -> GenerateOptions:
+        """A copy with some fields changed (unknown names are an InputError)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        if unknown := sorted(set(changes) - names):
+            raise InputError(
+                f"unknown generation option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def build(cls, options: GenerateOptions | None = None, **changes: Any) -> GenerateOptions:
+        """`options` (or the defaults) with keyword changes; `motion_edits` may be a {k: delta} mapping."""
+        if isinstance(changes.get("motion_edits"), dict):
+            changes["motion_edits"] = tuple(changes["motion_edits"].items())
+        base = options if options is not None else cls()
+        return base.replace(**changes) if changes else base
+
+    def validate(self, motion_directions: int | None = None) -> GenerateOptions:
+        """Raise InputError (one line) for any out-of-range value; returns self.
+
+        Args:
+            motion_directions: M, the model's number of motion directions, to check `motion_edits`
+                against (None: checked only for K >= 0).
+        """
+        from .models.emotion import Emotion
+
+        if not isinstance(self.emotion, str):
+            raise InputError(f"emotion must be a label or auto, got {self.emotion!r}")
+        if self.emotion.strip().lower() != "auto":
+            try:
+                Emotion.parse(self.emotion)
+            except ValueError as exc:
+                raise InputError(f"{exc} (or auto)") from None
+        for name in ("emotion_scale", "audio_scale", "motion_scale"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise InputError(f"{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+        if isinstance(self.nfe, bool) or not isinstance(self.nfe, int) or self.nfe < 1:
+            raise InputError(f"nfe must be an integer >= 1, got {self.nfe!r}")
+        if self.solver not in SOLVER_NAMES:
+            raise InputError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
+        if self.solver == "midpoint" and self.nfe % 2:
+            raise InputError(
+                f"the midpoint solver uses 2 evaluations per step: give an even nfe, not {self.nfe}"
+            )
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise InputError(f"seed must be an integer, got {self.seed!r}")
+        if self.face_index is not None and (not isinstance(self.face_index, int) or self.face_index < 0):
+            raise InputError(f"face-index must be >= 0, got {self.face_index}")
+        if self.crop_fill not in CROP_FILLS:
+            raise InputError(f"crop fill must be one of {', '.join(CROP_FILLS)}, got {self.crop_fill!r}")
+        if self.decode_batch_size is not None and (
+            not isinstance(self.decode_batch_size, int) or self.decode_batch_size < 1
+        ):
+            raise InputError(f"decode batch size must be >= 1, got {self.decode_batch_size}")
+        if self.output_size is not None and (
+            isinstance(self.output_size, bool)
+            or not isinstance(self.output_size, int)
+            or not 16 <= self.output_size <= 4096
+        ):
+            raise InputError(f"size must be an integer from 16 to 4096, got {self.output_size!r}")
+        for k, delta in self.motion_edits:
+            if k < 0 or not math.isfinite(delta):
+                raise InputError(f"edit-motion needs K >= 0 and a finite DELTA, got {k}={delta}")
+            if motion_directions is not None and k >= motion_directions:
+                top = motion_directions - 1
+                raise InputError(
+                    f"edit-motion direction {k} out of range; this model has directions 0..{top}"
+                )
+        return self
