@@ -1,4 +1,5 @@
-"""Stage-2 training through the real CLI on tiny synthetic data: losses, resume, cache, export, bad data."""
+"""Stage-2 training: the step is the old recipe bit for bit; the real CLI on tiny synthetic data (losses,
+resume, cache, export, bad data)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import pytest
 import torch
 
 from floatalk.cli import main as cli_main
+from floatalk.config import AudioEncoderConfig, FMTConfig, LogMelConfig
 from floatalk.data.synthetic import SyntheticConfig, write_synthetic_dataset
-from floatalk.train.fmt import flow_matching_losses
+from floatalk.flow import FlowMatchingObjective, OTPath, WindowConditions, flow_matching_losses
+from floatalk.models.audio import AudioEncoder
+from floatalk.train.amp import Amp
+from floatalk.train.config import TrainingConfig
+from floatalk.train.fmt import FMTTask, FMTTrainConfig
+from floatalk.train.trainer import TrainContext
 
 CONFIGS = Path(__file__).parents[2] / "src" / "floatalk" / "configs"
 pytestmark = pytest.mark.filterwarnings("ignore:no VGG-19 weights", "ignore:The given NumPy array")
@@ -42,19 +49,136 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_losses_are_eq_11_to_13():
-    torch.manual_seed(0)
-    v, u, prev = torch.randn(2, 5, 3), torch.randn(2, 3, 3), torch.randn(2, 2, 3)
-    out = flow_matching_losses(v, u, prev)
-    assert torch.allclose(out["ot"], (v[:, 2:] - u).abs().mean())
-    assert torch.allclose(out["prev"], (v[:, :2] - prev).abs().mean())
-    target = torch.cat([prev, u], 1)
-    assert torch.allclose(
-        out["velocity"], ((v[:, 1:] - v[:, :-1]) - (target[:, 1:] - target[:, :-1])).abs().mean()
+class OldRecipeTask(FMTTask):
+    """FMTTask with the train_step from before the objective moved to floatalk.flow (bf43b5d), verbatim."""
+
+    path = OTPath()
+
+    def train_step(self, batch, step):
+        ctx, cfg = self.ctx, self.cfg
+        batch = {k: v.to(ctx.device) for k, v in batch.items()}
+        lp = cfg.model.context_frames
+        motion = batch["motion"]  # (B, L'+L, d)
+        prev, x1 = motion[:, :lp], motion[:, lp:]
+        b = motion.shape[0]
+        with ctx.amp.autocast():
+            audio = self.speech_features(batch, ctx.models["audio_encoder"])  # (B, L'+L, d_a)
+            cond = WindowConditions(
+                audio=audio[:, lp:],
+                source_motion=batch["source_motion"],
+                emotion=batch["emotion"],
+                prev_motion=prev,
+                prev_audio=audio[:, :lp],
+            )
+
+            def keep(p: float) -> torch.Tensor:
+                return torch.rand(b, device=motion.device) >= p
+
+            prev_keep = keep(cfg.drop_prev)
+            cond = cond.drop(
+                audio=keep(cfg.drop_audio),
+                reference=keep(cfg.drop_reference),
+                emotion=keep(cfg.drop_emotion),
+                prev_motion=prev_keep,
+                prev_audio=keep(cfg.drop_prev),
+            )
+            x0 = torch.randn_like(x1)
+            t = torch.rand(b, device=motion.device)
+            sample = self.path.sample(x0, x1, t)
+            velocity = ctx.models["fmt"](sample.x_t, sample.t, **cond.as_kwargs())
+            losses = flow_matching_losses(velocity, sample.u_t, prev, cfg.ot_weight, cfg.velocity_weight)
+        self.opt.zero_grad(set_to_none=True)
+        ctx.amp.backward(losses["loss"])
+        ctx.amp.step(self.opt)
+        return {k: v.detach() for k, v in losses.items()}
+
+
+def _tiny_cfg(**overrides) -> FMTTrainConfig:
+    # the sizes of configs/fmt-tiny.yaml
+    model = FMTConfig(
+        latent_dim=32,
+        audio_dim=16,
+        hidden_dim=32,
+        depth=2,
+        num_heads=2,
+        timestep_dim=16,
+        clip_frames=8,
+        context_frames=2,
+        attention_window=1,
     )
-    assert torch.allclose(out["loss"], out["ot"] + out["prev"] + out["velocity"])
-    perfect = flow_matching_losses(target.clone(), u, prev)
-    assert float(perfect["loss"]) == 0.0
+    audio = AudioEncoderConfig(
+        frontend="logmel", feature_dim=16, logmel=LogMelConfig(n_mels=40, channels=32, num_layers=2)
+    )
+    return FMTTrainConfig(model=model, audio=audio, lr=1e-3, audio_context_frames=4, **overrides)
+
+
+def _run_steps(task_cls, cfg: FMTTrainConfig, batches, tmp_path):
+    """Build the task from seed 0, as train_fmt does, and take one step per batch from seed 1."""
+    torch.manual_seed(0)
+    task = task_cls(cfg, AudioEncoder(cfg.audio))
+    models = task.models()
+    optimizers = task.optimizers()
+    cpu = torch.device("cpu")
+    task.setup(
+        TrainContext(
+            config=TrainingConfig(),
+            dist=None,
+            device=cpu,
+            amp=Amp("no", cpu, grad_clip=1.0),
+            models=models,
+            optimizers=optimizers,
+            ema={},
+            run_dir=tmp_path,
+        )
+    )
+    torch.manual_seed(1)
+    losses = [task.train_step(batch, step) for step, batch in enumerate(batches)]
+    weights = {
+        f"{m}.{k}": v.detach().clone() for m, mod in models.items() for k, v in mod.state_dict().items()
+    }
+    return losses, weights
+
+
+@pytest.mark.parametrize(
+    "drops",
+    [
+        {},  # the paper's probabilities
+        {"drop_audio": 0.3, "drop_reference": 0.6, "drop_emotion": 0.2, "drop_prev": 0.45},
+    ],
+)
+def test_train_step_is_the_old_recipe_bit_for_bit(tmp_path, drops):
+    cfg = _tiny_cfg(ot_weight=0.8, velocity_weight=1.25, **drops)
+    n, c, spf = cfg.model.sequence_frames, cfg.audio_context_frames, 640
+    g = torch.Generator().manual_seed(7)
+    batches = [
+        {
+            "motion": torch.randn(8, n, 32, generator=g),
+            "source_motion": torch.randn(8, 32, generator=g),
+            "emotion": torch.softmax(torch.randn(8, 7, generator=g), -1),
+            "waveform": 0.1 * torch.randn(8, (n + 2 * c) * spf, generator=g),
+        }
+        for _ in range(4)
+    ]
+    new_losses, new_weights = _run_steps(FMTTask, cfg, batches, tmp_path)
+    old_losses, old_weights = _run_steps(OldRecipeTask, cfg, batches, tmp_path)
+    assert isinstance(FMTTask(cfg, AudioEncoder(cfg.audio)).objective, FlowMatchingObjective)
+    assert [set(m) for m in new_losses] == [{"ot", "prev", "velocity", "loss"}] * 4
+    for new, old in zip(new_losses, old_losses, strict=True):
+        for k in old:
+            assert torch.equal(new[k], old[k]), k
+    assert new_weights.keys() == old_weights.keys()
+    for k in old_weights:
+        assert torch.equal(new_weights[k], old_weights[k]), k
+    # the steps did train: the weights moved and the losses differ between steps
+    assert len({float(m["loss"]) for m in new_losses}) == 4
+
+
+def test_objective_follows_the_config():
+    cfg = _tiny_cfg(ot_weight=0.5, velocity_weight=2.0, drop_audio=0.2, drop_reference=0.3, drop_emotion=0.4)
+    objective = FMTTask(cfg, AudioEncoder(cfg.audio)).objective
+    assert (objective.ot_weight, objective.velocity_weight) == (0.5, 2.0)
+    d = objective.dropout
+    assert (d.audio, d.reference, d.emotion, d.prev_motion, d.prev_audio) == (0.2, 0.3, 0.4, 0.5, 0.5)
 
 
 def test_losses_finite_and_falling(stage1, tmp_path):

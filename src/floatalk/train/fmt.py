@@ -2,17 +2,9 @@
 
 A training window is L'+L consecutive frames of one clip. Their motion latents w_{r->D} (from the
 frozen stage-1 auto-encoder, cached: data/features.py) give the previous frames x_prev (L') and the
-target x1 (L); the source motion w_{r->S} is the latent of a random frame of the same clip. With
-x0 ~ N(0, I), t ~ U[0, 1] and the OT path x_t = (1 - t) x0 + t x1, u_t = x1 - x0 (flow/path.py):
-
-    v = v_θ(x_t, t | x_prev, a_prev, a, w_{r->S}, w_e)              (B, L'+L, d)
-    L_OT   = |v[L':] - u_t|_1 + |v[:L'] - x_prev|_1                   (Eq. 11)
-    L_vel  = |Δv - Δ[x_prev, u_t]|_1   (one-frame differences over all L'+L frames, Eq. 12)
-    L      = λ_OT L_OT + λ_vel L_vel                                  (Eq. 13, λ = 1)
-
-Condition dropout trains the unconditional branches used by guidance: each sample's speech
-(current window), reference motion and emotion are zeroed with p = 0.1, its previous latents and
-previous speech with p = 0.5 (the original's training code).
+target x1 (L); the source motion w_{r->S} is the latent of a random frame of the same clip. The
+objective itself (OT path, Eq. 11-13, condition dropout) is `floatalk.flow.FlowMatchingObjective`,
+built here from the config's weights (λ_OT, λ_vel) and drop probabilities.
 
 The speech front-end trains with the transformer: only the projection on top of the frozen wav2vec2
 (whose hidden states are cached), or the whole log-mel encoder (which reads the waveform).
@@ -33,6 +25,8 @@ from torch.utils.data import Dataset
 from ..config import EMOTION_LABELS, AudioEncoderConfig, EmotionConfig, FloatConfig, FMTConfig, LogMelConfig
 from ..errors import InputError
 from ..flow.conditions import WindowConditions
+from ..flow.dropout import ConditionDropout
+from ..flow.objective import FlowMatchingObjective, TrainingObjective
 from ..flow.path import OTPath
 from ..models.audio import AudioEncoder, normalize_waveform
 from ..models.fmt import FlowMatchingTransformer
@@ -40,7 +34,7 @@ from .config import TrainingConfig, config_from_dict
 from .export import ExportOptions, model_state, register_exporter, write_float_model
 from .trainer import TrainTask
 
-__all__ = ["FMTTask", "FMTTrainConfig", "MotionWindows", "flow_matching_losses", "train_fmt"]
+__all__ = ["FMTTask", "FMTTrainConfig", "MotionWindows", "flow_matching_objective", "train_fmt"]
 
 TASK = "fmt"
 
@@ -97,26 +91,18 @@ class FMTTrainConfig:
             raise ValueError(f"model.num_emotions must be {len(EMOTION_LABELS)}")
 
 
-def flow_matching_losses(
-    velocity: Tensor, u_t: Tensor, prev_motion: Tensor, ot_weight: float = 1.0, velocity_weight: float = 1.0
-) -> dict[str, Tensor]:
-    """FLOAT Eq. 11–13 on one window.
-
-    Args:
-        velocity: v_θ over the window, (B, L'+L, d).
-        u_t: target velocity of the current frames, (B, L, d).
-        prev_motion: ground-truth latents of the previous frames, (B, L', d).
-
-    Returns:
-        {"ot": L_OT, "prev": the previous-frame part of L_OT, "velocity": L_vel, "loss": total}.
-    """
-    lp = prev_motion.shape[1]
-    ot = (velocity[:, lp:] - u_t).abs().mean()
-    prev = (velocity[:, :lp] - prev_motion).abs().mean() if lp else velocity.new_zeros(())
-    target = torch.cat([prev_motion, u_t], dim=1)
-    vel = (velocity.diff(dim=1) - target.diff(dim=1)).abs().mean()
-    total = ot_weight * (ot + prev) + velocity_weight * vel
-    return {"ot": ot, "prev": prev, "velocity": vel, "loss": total}
+def flow_matching_objective(cfg: FMTTrainConfig) -> FlowMatchingObjective:
+    """The stage-2 objective of a config: OT path, λ_OT / λ_vel and the condition dropout."""
+    dropout = ConditionDropout(
+        audio=cfg.drop_audio,
+        reference=cfg.drop_reference,
+        emotion=cfg.drop_emotion,
+        prev_motion=cfg.drop_prev,
+        prev_audio=cfg.drop_prev,
+    )
+    return FlowMatchingObjective(
+        path=OTPath(), ot_weight=cfg.ot_weight, velocity_weight=cfg.velocity_weight, dropout=dropout
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,7 +196,7 @@ class FMTTask(TrainTask):
         self.cfg = cfg
         self.fmt = FlowMatchingTransformer(cfg.model)
         self.audio_encoder = audio_encoder.freeze_pretrained_()
-        self.path = OTPath()
+        self.objective: TrainingObjective = flow_matching_objective(cfg)
 
     def models(self) -> dict[str, nn.Module]:
         return {"fmt": self.fmt, "audio_encoder": self.audio_encoder}
@@ -237,7 +223,6 @@ class FMTTask(TrainTask):
         lp = cfg.model.context_frames
         motion = batch["motion"]  # (B, L'+L, d)
         prev, x1 = motion[:, :lp], motion[:, lp:]
-        b = motion.shape[0]
         with ctx.amp.autocast():
             audio = self.speech_features(batch, ctx.models["audio_encoder"])  # (B, L'+L, d_a)
             cond = WindowConditions(
@@ -247,23 +232,7 @@ class FMTTask(TrainTask):
                 prev_motion=prev,
                 prev_audio=audio[:, :lp],
             )
-
-            def keep(p: float) -> Tensor:
-                return torch.rand(b, device=motion.device) >= p
-
-            prev_keep = keep(cfg.drop_prev)
-            cond = cond.drop(
-                audio=keep(cfg.drop_audio),
-                reference=keep(cfg.drop_reference),
-                emotion=keep(cfg.drop_emotion),
-                prev_motion=prev_keep,
-                prev_audio=keep(cfg.drop_prev),
-            )
-            x0 = torch.randn_like(x1)
-            t = torch.rand(b, device=motion.device)
-            sample = self.path.sample(x0, x1, t)
-            velocity = ctx.models["fmt"](sample.x_t, sample.t, **cond.as_kwargs())
-            losses = flow_matching_losses(velocity, sample.u_t, prev, cfg.ot_weight, cfg.velocity_weight)
+            losses = self.objective.losses(ctx.models["fmt"], x1, prev, cond)
         self.opt.zero_grad(set_to_none=True)
         ctx.amp.backward(losses["loss"])
         ctx.amp.step(self.opt)
