@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from floatalk.config import preset
 from floatalk.models.emotion import emotion_one_hot
+from floatalk.models.float_model import FloatModel
 from floatalk.pipeline import FloatPipeline
 
 
@@ -81,3 +83,55 @@ def test_short_and_silent_audio(pipe):
     assert tiny.num_frames == 1 and torch.isfinite(tiny.features).all()
     with pytest.raises(ValueError, match="no samples"):
         pipe.encode_audio(np.zeros(0, np.float32))
+
+
+def _write_wav(path, wave_16k: np.ndarray) -> None:
+    import wave as wave_module
+
+    with wave_module.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes((np.clip(wave_16k, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def test_long_speech_is_read_from_its_file_block_by_block_in_bounded_memory(tmp_path, tiny_model):
+    """Features of long speech streamed from the file = features of the same samples held in memory,
+    and the streamed encoding never holds the waveform (Python-side peak far below its size)."""
+    import tracemalloc
+
+    from floatalk.io.audio import SpeechAudio
+
+    model = FloatModel(preset("tiny-logmel"), with_emotion=False).eval()
+    pipe = FloatPipeline(model, speech_chunk_seconds=8.0, speech_context_seconds=1.0)
+    rng = np.random.default_rng(0)
+    seconds = 400
+    t = np.arange(16000 * seconds) / 16000
+    speech = 0.3 * np.sin(2 * np.pi * 180 * t) * (
+        np.sin(2 * np.pi * 2.3 * t) > 0
+    ) + 0.01 * rng.standard_normal(t.size)
+    _write_wav(tmp_path / "long.wav", speech)
+    source = SpeechAudio.from_file(tmp_path / "long.wav")
+    held = SpeechAudio.from_array(source.read())
+    tracemalloc.start()
+    try:
+        streamed = pipe.encode_audio(source)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    in_memory = pipe.encode_audio(held)
+    assert streamed.num_frames == in_memory.num_frames == seconds * 25
+    assert streamed.waveform is None
+    assert torch.allclose(streamed.features, in_memory.features, atol=1e-5)
+    waveform_bytes = 4 * 16000 * seconds  # 25.6 MB as float32
+    assert peak < waveform_bytes / 4, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_emotion_of_long_speech_is_pooled_over_chunks(tiny_model):
+    """The chunked emotion path (mean-pooled hidden states) on speech longer than one chunk."""
+    pipe = FloatPipeline(tiny_model, speech_chunk_seconds=0.4, speech_context_seconds=0.08)
+    wave = (0.2 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    audio = pipe.encode_audio(wave)
+    assert audio.waveform is None and audio.num_frames == 25
+    probs = pipe.emotion_probs(audio, "auto")
+    assert probs.shape == (1, 7) and torch.isclose(probs.sum(), torch.tensor(1.0))

@@ -216,3 +216,41 @@ def test_cli_reports_bad_checkpoint_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("floatalk: error:") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("file", "edit", "message"),
+    [
+        ("fmt/config.json", lambda d: d.update(extra=1), "unknown key(s) 'extra'"),
+        ("fmt/config.json", lambda d: d["config"].update(hiden_dim=3), "fmt.hiden_dim"),
+        ("floatalk.json", lambda d: d.update(note="x"), "unknown key(s) 'note'"),
+        ("floatalk.json", lambda d: d.update(version=99), "format version 99"),
+        ("motion_ae/config.json", lambda d: d.update(component="fmt"), "describes component 'fmt'"),
+    ],
+)
+def test_unknown_or_wrong_keys_in_a_weights_folder_are_errors_naming_key_and_file(
+    tiny_model, tmp_path, capsys, file, edit, message
+):
+    out = save_model(tiny_model, tmp_path / "w")
+    path = out / file
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError) as e:
+        load_model(out)
+    assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+    argv = [
+        "generate",
+        "--image",
+        "x.png",
+        "--audio",
+        "y.wav",
+        "--weights",
+        str(out),
+        "-o",
+        str(tmp_path / "o.mp4"),
+    ]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "o.mp4").exists()

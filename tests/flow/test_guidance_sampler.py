@@ -80,9 +80,14 @@ def test_drop_does_not_mutate_and_keeps_reference_and_context():
 
 
 @pytest.mark.parametrize("scale", [-1.0, float("nan"), float("inf")])
-def test_guidance_rejects_bad_scales(scale):
-    with pytest.raises(ValueError):
-        IncrementalGuidance(audio_scale=scale)
+def test_bad_scales_are_refused_at_the_boundary_and_asserted_inside(scale):
+    from floatalk.errors import InputError
+    from floatalk.options import GenerateOptions
+
+    with pytest.raises(InputError, match="audio-scale must be"):
+        GenerateOptions(audio_scale=scale).validate()
+    with pytest.raises(AssertionError):
+        IncrementalGuidance(audio_scale=scale, emotion_scale=1.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -101,7 +106,9 @@ def recording_velocity(log):
 def test_sampler_carries_context_between_windows():
     L, Lp, T, d = 8, 3, 21, 5  # three windows, the last one 5 frames long
     audio = torch.randn(1, T, 4)
-    sampler = MotionSampler(window=L, context=Lp, nfe=2, guidance=IncrementalGuidance(1.0, 1.0))
+    sampler = MotionSampler(
+        window=L, context=Lp, nfe=2, method="euler", guidance=IncrementalGuidance(1.0, 1.0)
+    )
     log = []
     windows = list(
         sampler.iter_windows(
@@ -129,7 +136,9 @@ def test_sampler_carries_context_between_windows():
 
 def test_sampler_uses_injected_noise_and_fresh_noise_per_window():
     L, T, d = 4, 8, 3
-    sampler = MotionSampler(window=L, context=1, nfe=1, guidance=IncrementalGuidance(1.0, 1.0))
+    sampler = MotionSampler(
+        window=L, context=1, nfe=1, method="euler", guidance=IncrementalGuidance(1.0, 1.0)
+    )
     zero_field = lambda t, x, c: torch.zeros_like(x)  # noqa: E731 - x1 = x0 exactly
     args = (zero_field, torch.zeros(1, T, 2), torch.zeros(1, d), torch.zeros(1, 7))
     noise = torch.randn(1, 8, d)
@@ -139,12 +148,14 @@ def test_sampler_uses_injected_noise_and_fresh_noise_per_window():
     again = sampler.sample(*args, generator=torch.Generator().manual_seed(3))
     other = sampler.sample(*args, generator=torch.Generator().manual_seed(4))
     assert torch.equal(drawn, again) and not torch.allclose(drawn, other)
-    with pytest.raises(ValueError, match="noise must have shape"):
+    with pytest.raises(AssertionError):  # the pipeline checks user noise (InputError) before this
         sampler.sample(*args, noise=torch.zeros(1, 5, d))
 
 
 def test_sampler_progress_callback_counts_all_evaluations():
-    sampler = MotionSampler(window=4, context=1, nfe=3, guidance=IncrementalGuidance(1.0, 1.0))
+    sampler = MotionSampler(
+        window=4, context=1, nfe=3, method="euler", guidance=IncrementalGuidance(1.0, 1.0)
+    )
     seen = []
     sampler.sample(
         lambda t, x, c: x,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from floatalk.errors import InputError
-from floatalk.io.audio import audio_duration_frames, load_audio, resample_audio
+from floatalk.io.audio import SampleRanges, SpeechAudio, audio_duration_frames, load_audio, resample_audio
 
 SR_OUT = 16000
 
@@ -170,6 +170,50 @@ def test_loud_float_input_is_scaled_not_clipped(tmp_path: pathlib.Path) -> None:
     y = load_audio(path)
     assert np.max(np.abs(y)) == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(y, x[0] / 1.5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_infinite_samples_are_an_error(tmp_path: pathlib.Path, bad: float) -> None:
+    x = _stereo_440(4410, 44100)
+    x[1, 2000] = bad
+    path = tmp_path / "bad.wav"
+    _encode(path, x, 44100, "pcm_f32le")
+    with pytest.raises(InputError) as e:
+        load_audio(path)
+    _check_one_line(e, "NaN or infinite", "bad.wav")
+    with pytest.raises(InputError):
+        SpeechAudio.from_file(path)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        SpeechAudio.from_array(np.array([0.0, bad, 0.0]))
+
+
+@pytest.mark.parametrize(("codec", "suffix", "sr"), [("pcm_f32le", "wav", 44100), ("aac", "m4a", 48000)])
+def test_speech_audio_streams_exactly_what_load_audio_returns(tmp_path, codec, suffix, sr) -> None:
+    """Block by block, any number of times, and with the same peak normalisation."""
+    x = _stereo_440(int(sr * 5.3), sr) * 2.5  # louder than full scale in the float file
+    path = tmp_path / f"long.{suffix}"
+    _encode(path, x, sr, codec)
+    whole = load_audio(path)
+    speech = SpeechAudio.from_file(path)
+    assert speech.num_samples == len(whole) and speech.path == path
+    for _ in range(2):
+        blocks = list(speech.blocks())
+        assert len(blocks) > 1 and max(len(b) for b in blocks) <= 1 << 16
+        assert np.array_equal(np.concatenate(blocks), whole)
+    w = whole.astype(np.float64)
+    assert speech.mean == pytest.approx(w.mean(), abs=1e-7) and speech.var == pytest.approx(w.var(), rel=1e-6)
+
+
+def test_sample_ranges_read_overlapping_windows_of_a_stream() -> None:
+    x = np.arange(5000, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, 5000), 40, replace=False))
+    ranges = SampleRanges(iter(np.split(x, cuts)))
+    first = 0
+    for _ in range(60):
+        first += int(rng.integers(0, 120))
+        last = first + int(rng.integers(0, 400))
+        assert np.array_equal(ranges.read(first, last), x[first:last])
 
 
 def test_resample_audio_length_rule() -> None:

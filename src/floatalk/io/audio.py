@@ -56,15 +56,15 @@ __all__ = [
 _FORMATS_HINT = "give a WAV, FLAC, MP3, M4A/AAC, OGG/Vorbis or Opus file, or a video with sound"
 
 # libswresample options for the aresample filter behind av.AudioResampler (see the module docstring).
-_RESAMPLER_OPTIONS = {"filter_size": "256", "cutoff": "0.97", "kaiser_beta": "14", "phase_shift": "10"}
-_RESAMPLE_CHUNK = 1 << 16
+RESAMPLER_OPTIONS = {"filter_size": "256", "cutoff": "0.97", "kaiser_beta": "14", "phase_shift": "10"}
+RESAMPLE_CHUNK = 1 << 16
 
 # Full-scale values of the integer sample formats; u8 is handled separately (it is offset by 128).
 _INT_FULL_SCALE = {"s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63}
 _FLOAT_FORMATS = frozenset({"flt", "dbl"})
 
 # Containers whose declared stream duration is exact (edit lists), so decoded padding can be trimmed.
-_EXACT_DURATION_FORMATS = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2"})
+EXACT_DURATION_FORMATS = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2"})
 # Trim at most this much end padding; more than that means the declared duration is not trustworthy.
 _MAX_END_PADDING = 4096
 
@@ -129,7 +129,7 @@ def iter_audio(
         if not container.streams.audio:
             raise InputError(f"{shown}: file has no audio track; {_FORMATS_HINT}")
         stream = container.streams.best("audio") or container.streams.audio[0]
-        exact = container.format.name.split(",")[0] in _EXACT_DURATION_FORMATS
+        exact = container.format.name.split(",")[0] in EXACT_DURATION_FORMATS
         segment: _Segment | None = None
         segments = 0
         total = 0
@@ -162,7 +162,7 @@ def iter_audio(
 class _Segment:
     """Resamples one constant-rate stretch of decoded audio as it arrives.
 
-    The input is fed to the resampler in blocks of ``_RESAMPLE_CHUNK`` samples counted from the
+    The input is fed to the resampler in blocks of ``RESAMPLE_CHUNK`` samples counted from the
     segment's start (the blocks :func:`resample_audio` uses, so the output is identical to resampling
     the whole segment at once), holding back the last ``_MAX_END_PADDING`` samples until the end is
     known, so that end padding can still be cut. Output never runs past
@@ -180,15 +180,15 @@ class _Segment:
         self._resampler = (
             None
             if rate == target
-            else av.AudioResampler(format="flt", layout="mono", rate=target, options=_RESAMPLER_OPTIONS)
+            else av.AudioResampler(format="flt", layout="mono", rate=target, options=RESAMPLER_OPTIONS)
         )
 
     def push(self, x: np.ndarray) -> Iterator[np.ndarray]:
         self._pending.append(x)
         self._pending_len += len(x)
         self.received += len(x)
-        while self._pending_len >= _RESAMPLE_CHUNK + _MAX_END_PADDING:
-            self._feed(self._take(_RESAMPLE_CHUNK))
+        while self._pending_len >= RESAMPLE_CHUNK + _MAX_END_PADDING:
+            self._feed(self._take(RESAMPLE_CHUNK))
             yield from self._drain(-(-self._fed * self.target // self.rate))
 
     def finish(self, keep: int | None) -> Iterator[np.ndarray]:
@@ -197,8 +197,8 @@ class _Segment:
         if keep is not None:
             rest = rest[: max(0, keep - self._fed)]
         length = self._fed + len(rest)
-        for start in range(0, len(rest), _RESAMPLE_CHUNK):
-            self._feed(rest[start : start + _RESAMPLE_CHUNK])
+        for start in range(0, len(rest), RESAMPLE_CHUNK):
+            self._feed(rest[start : start + RESAMPLE_CHUNK])
         if self._resampler is not None:
             self._out.extend(out.to_ndarray()[0].copy() for out in self._resampler.resample(None))
         want = -(-length * self.target // self.rate)
@@ -308,8 +308,8 @@ class SpeechAudio:
     def blocks(self) -> Iterator[np.ndarray]:
         """Consecutive float32 blocks of the waveform, from the start."""
         if self._array is not None:
-            for start in range(0, self.num_samples, _RESAMPLE_CHUNK):
-                yield self._array[start : start + _RESAMPLE_CHUNK]
+            for start in range(0, self.num_samples, RESAMPLE_CHUNK):
+                yield self._array[start : start + RESAMPLE_CHUNK]
             return
         assert self.path is not None
         peak = np.float32(self._peak)
@@ -381,11 +381,11 @@ def resample_audio(x: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
     if orig_rate == target_rate or n == 0:
         return x.copy()
     want = -(-n * target_rate // orig_rate)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=target_rate, options=_RESAMPLER_OPTIONS)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=target_rate, options=RESAMPLER_OPTIONS)
     time_base = Fraction(1, orig_rate)
     pieces: list[np.ndarray] = []
-    for start in range(0, n, _RESAMPLE_CHUNK):
-        chunk = np.ascontiguousarray(x[start : start + _RESAMPLE_CHUNK])[None, :]
+    for start in range(0, n, RESAMPLE_CHUNK):
+        chunk = np.ascontiguousarray(x[start : start + RESAMPLE_CHUNK])[None, :]
         frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
         frame.sample_rate = orig_rate
         frame.time_base = time_base

@@ -28,7 +28,7 @@ import torch
 
 from floatalk.errors import InputError
 from floatalk.io._common import display_path, short_reason
-from floatalk.io.audio import _EXACT_DURATION_FORMATS, _RESAMPLE_CHUNK, _RESAMPLER_OPTIONS
+from floatalk.io.audio import EXACT_DURATION_FORMATS, RESAMPLE_CHUNK, RESAMPLER_OPTIONS
 
 __all__ = ["SoundTrack", "mux_rate"]
 
@@ -113,7 +113,7 @@ class SoundTrack:
     def blocks(self) -> Iterator[np.ndarray]:
         """(channels, n) float32 blocks in [-1, 1], in order, exactly ceil(N * rate / input_rate) samples."""
         resampler = av.AudioResampler(
-            format="fltp", layout=self.layout, rate=self.rate, options=_RESAMPLER_OPTIONS
+            format="fltp", layout=self.layout, rate=self.rate, options=RESAMPLER_OPTIONS
         )
         received = 0  # input samples given to the resampler
         emitted = 0
@@ -138,9 +138,9 @@ class SoundTrack:
         self._declared: int | None = None
         if self._array is not None:
             x = np.clip(np.nan_to_num(self._array, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
-            for start in range(0, x.size, _RESAMPLE_CHUNK):
+            for start in range(0, x.size, RESAMPLE_CHUNK):
                 frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(x[None, start : start + _RESAMPLE_CHUNK]),
+                    np.ascontiguousarray(x[None, start : start + RESAMPLE_CHUNK]),
                     format="flt",
                     layout="mono",
                 )
@@ -153,7 +153,7 @@ class SoundTrack:
         with av.open(self._path) as container:
             stream = container.streams.audio[0]
             if (
-                container.format.name.split(",")[0] in _EXACT_DURATION_FORMATS
+                container.format.name.split(",")[0] in EXACT_DURATION_FORMATS
                 and stream.duration
                 and stream.time_base
             ):
