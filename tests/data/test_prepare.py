@@ -27,14 +27,13 @@ from floatalk.data.prepare import (
     PrepareOptions,
     _Job,
     _run_pool,
-    _Video,
     assign_clip_ids,
     discover_videos,
     prepare_dataset,
     split_for,
 )
 from floatalk.errors import InputError
-from floatalk.io import VideoWriter, read_video_frames
+from floatalk.io import VideoReader, VideoWriter, read_video_frames
 
 pytest.importorskip("mediapipe")
 
@@ -331,9 +330,8 @@ def test_frame_rate_conversion_picks_nearest_frames(tmp_path):
             np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None] * 5, 32, 1).repeat(32, 2).repeat(3, 3)
         )
         path = _write_video(tmp_path / f"v{fps}.mp4", frames, fps)
-        video = _Video(path)
-        picked = [(j, i) for j, i, _ in video.frames()]
-        video.close()
+        with VideoReader(path) as video:
+            picked = [(j, frame.index) for j, frame in video.resampled(25)]
         assert len(picked) == expected
         for j, i in picked:
             if j / 25 <= (n - 1) / fps:
@@ -344,8 +342,6 @@ def test_frame_rate_conversion_picks_nearest_frames(tmp_path):
 
 def test_rotated_phone_video_is_made_upright(tmp_path):
     import av
-
-    from floatalk.data.prepare import _rgb
 
     path = tmp_path / "rot.mp4"
     image = np.zeros((32, 64, 3), np.uint8)
@@ -359,10 +355,9 @@ def test_rotated_phone_video_is_made_upright(tmp_path):
             frame.pts = i
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    video = _Video(path)
-    _, _, frame = next(video.frames())
-    upright = _rgb(frame)
-    video.close()
+    with VideoReader(path) as video:
+        _, frame = next(video.resampled(25))
+        upright = frame.rgb()
     assert upright.shape == (64, 32, 3)
     assert upright[:28].mean() < 10 and upright[36:].mean() > 245  # the white half is now at the bottom
 

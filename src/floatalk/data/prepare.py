@@ -67,7 +67,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -86,6 +86,9 @@ from floatalk.data.layout import (
     write_frame,
 )
 from floatalk.errors import InputError
+
+if TYPE_CHECKING:
+    from floatalk.io.video_reader import DecodedFrame, VideoReader
 
 __all__ = [
     "DETECT_LONG_SIDE",
@@ -353,94 +356,27 @@ def _segment_id(base: str, index: int, count: int) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-class _Video:
-    """An open video file; :meth:`frames` streams the 25 fps selection (see the module docstring)."""
+def _open_video(path: Path) -> VideoReader:
+    """The reader of one source video; a file it cannot use becomes a skip with the reader's reason."""
+    from floatalk.io.video_reader import VideoError, VideoReader
 
-    def __init__(self, path: Path) -> None:
-        import av
+    try:
+        return VideoReader(path)
+    except VideoError as e:
+        raise _SkipError(e.reason) from None
 
-        self._av = av
-        try:
-            size = path.stat().st_size
-        except OSError as e:
-            raise _SkipError(f"cannot be read ({e.strerror or type(e).__name__})") from None
-        if size == 0:
-            raise _SkipError("empty file (0 bytes)")
-        try:
-            self.container = av.open(os.fspath(path))
-        except PermissionError:
-            raise _SkipError("cannot be read (permission denied)") from None
-        except (av.FFmpegError, OSError, ValueError, UnicodeError) as e:
-            raise _SkipError(f"not a readable video (corrupt or unknown format: {_reason(e)})") from None
-        if not self.container.streams.video:
-            self.container.close()
-            raise _SkipError("no video track")
-        self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
-        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
-        self.fps = float(rate) if rate else 0.0
-        self.decoded = 0
-        self.failures = 0
-        self.end_time = 0.0
-        self.start_time = 0.0
 
-    def close(self) -> None:
-        self.container.close()
+def _selected(video: VideoReader) -> Iterator[tuple[int, DecodedFrame]]:
+    """``(j, frame)`` for 25 fps frame ``j``: the source frame nearest ``j / 25`` (see the module docstring).
 
-    def _decode(self) -> Iterator[Any]:
-        av = self._av
-        packets = self.container.demux(self.stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                return
-            except av.FFmpegError:  # unreadable container data: treat as the end of a truncated file
-                self.failures += 1
-                return
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                self.failures += 1
-                continue
-            for frame in frames:
-                self.decoded += 1
-                yield frame
+    A video of which no frame decodes becomes a skip with the reader's reason.
+    """
+    from floatalk.io.video_reader import VideoError
 
-    def frames(self) -> Iterator[tuple[int, int, Any]]:
-        """Yields ``(j, source_index, frame)`` for 25 fps frame ``j``: the source frame nearest ``j / 25``."""
-        fallback_dt = 1.0 / self.fps if self.fps > 0 else 1.0 / FPS
-        prev: Any = None
-        prev_index = -1
-        t_prev = 0.0
-        t0: float | None = None
-        dt = fallback_dt
-        j = 0
-        for index, frame in enumerate(self._decode()):
-            t_abs = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
-            if prev is None:
-                t0 = t_abs if t_abs is not None else 0.0
-                self.start_time = t0
-                prev, prev_index, t_prev = frame, index, 0.0
-                continue
-            t = t_abs - t0 if t_abs is not None and t0 is not None else t_prev + fallback_dt
-            if t <= t_prev:  # repeated or backward timestamps: keep the order of decoding
-                t = t_prev + 1e-6
-            mid = (t_prev + t) / 2
-            while j <= mid * FPS:
-                yield j, prev_index, prev
-                j += 1
-            dt = t - t_prev
-            prev, prev_index, t_prev = frame, index, t
-        if prev is None:
-            return
-        duration = getattr(prev, "duration", None)  # PyAV >= 13
-        last = float(duration * prev.time_base) if duration and prev.time_base else 0.0
-        end = t_prev + (last if last > 0 else dt)
-        self.end_time = end
-        while j < end * FPS - 0.5 or j == 0:
-            yield j, prev_index, prev
-            j += 1
+    try:
+        yield from video.resampled(FPS)
+    except VideoError as e:
+        raise _SkipError(e.reason) from None
 
 
 def _reason(e: BaseException) -> str:
@@ -449,30 +385,6 @@ def _reason(e: BaseException) -> str:
         return strerror.strip().splitlines()[0]
     lines = str(e).strip().splitlines()
     return lines[0] if lines and lines[0] else type(e).__name__
-
-
-def _quarter_turns(frame: Any) -> int:
-    """Counter-clockwise quarter turns that make the frame upright (its display matrix; PyAV >= 14)."""
-    return round((getattr(frame, "rotation", 0) or 0) / 90) % 4
-
-
-def _rgb(frame: Any, long_side: int | None = None) -> np.ndarray:
-    """A decoded frame as an upright RGB uint8 array, optionally downscaled to ``long_side``."""
-    w, h = frame.width, frame.height
-    if long_side is not None and max(w, h) > long_side:
-        s = long_side / max(w, h)
-        rgb = frame.to_ndarray(
-            width=max(1, round(w * s)), height=max(1, round(h * s)), format="rgb24", interpolation="AREA"
-        )
-    else:
-        rgb = frame.to_ndarray(format="rgb24")
-    k = _quarter_turns(frame)
-    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
-
-
-def _upright_size(frame: Any) -> tuple[int, int]:
-    k = _quarter_turns(frame)
-    return (frame.height, frame.width) if k % 2 else (frame.width, frame.height)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -489,7 +401,7 @@ class _Track:
     source_size: tuple[int, int]
 
 
-def _detect_track(video: _Video, options: PrepareOptions) -> _Track:
+def _detect_track(video: VideoReader, options: PrepareOptions) -> _Track:
     from floatalk.face import detect_faces
 
     seg_len = options.max_frames
@@ -509,12 +421,12 @@ def _detect_track(video: _Video, options: PrepareOptions) -> _Track:
     next_attempt = 0
     misses = 0
     source_size = (0, 0)
-    last: tuple[int, Any] | None = None
+    last: tuple[int, DecodedFrame] | None = None
 
-    def attempt(j: int, frame: Any) -> None:
+    def attempt(j: int, frame: DecodedFrame) -> None:
         nonlocal next_attempt, misses, run
-        small = _rgb(frame, DETECT_LONG_SIDE)
-        full_w, full_h = _upright_size(frame)
+        small = frame.rgb(DETECT_LONG_SIDE)
+        full_w, full_h = frame.size
         sx, sy = full_w / small.shape[1], full_h / small.shape[0]
         faces = [(f.x1 * sx, f.y1 * sy, f.x2 * sx, f.y2 * sy) for f in detect_faces(small)]
         chosen = None
@@ -563,9 +475,9 @@ def _detect_track(video: _Video, options: PrepareOptions) -> _Track:
             misses += 1
             next_attempt = j + max(options.detect_every, min(2**misses, MAX_RETRY_GAP))
 
-    for j, _, frame in video.frames():
+    for j, frame in _selected(video):
         if j == 0:
-            source_size = _upright_size(frame)
+            source_size = frame.size
         segment = j // seg_len
         if (j == next_attempt or j % seg_len == 0) and segment not in doomed:
             if j % seg_len == 0 and j != next_attempt:
@@ -633,49 +545,24 @@ def _detect_track(video: _Video, options: PrepareOptions) -> _Track:
 # ----------------------------------------------------------------------------------------------------
 
 
-_MESH_QUIET = False
-
-
 class _Mesh:
-    """MediaPipe face mesh in tracking mode (one per segment), or nothing when unavailable."""
+    """The face mesh of one segment (tracking mode), or nothing when MediaPipe is unusable."""
 
     def __init__(self) -> None:
-        self._mesh: Any = None
+        from floatalk.face.mediapipe import FaceMesh
+
+        self._mesh: FaceMesh | None = None
         try:
-            import mediapipe as mp
-
-            from floatalk.face.detector import _native_stderr_silenced
-
-            if hasattr(mp, "solutions"):
-                with _native_stderr_silenced():
-                    self._mesh = mp.solutions.face_mesh.FaceMesh(
-                        static_image_mode=False, max_num_faces=1, refine_landmarks=False
-                    )
-                    self._mesh.process(np.zeros((64, 64, 3), np.uint8))
+            self._mesh = FaceMesh(purpose="the eye and mouth boxes")
         except Exception:  # an unusable mesh only means template component boxes
             self._mesh = None
 
-    @property
-    def available(self) -> bool:
-        return self._mesh is not None
-
     def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
-        global _MESH_QUIET
+        """``(468, 2)`` float64 pixel ``(x, y)`` of the face in ``rgb`` (the next frame), or None."""
         if self._mesh is None:
             return None
-        if _MESH_QUIET:
-            result = self._mesh.process(rgb)
-        else:  # MediaPipe logs a warning straight to fd 2 on the first face it sees
-            from floatalk.face.detector import _native_stderr_silenced
-
-            with _native_stderr_silenced():
-                result = self._mesh.process(rgb)
-            _MESH_QUIET = bool(result.multi_face_landmarks)
-        if not result.multi_face_landmarks:
-            return None
-        lm = result.multi_face_landmarks[0].landmark
-        h, w = rgb.shape[:2]
-        return np.array([(p.x * w, p.y * h) for p in lm], np.float64)
+        lm = self._mesh.landmarks(rgb)
+        return None if lm is None else lm[:, :2].copy()
 
     def close(self) -> None:
         if self._mesh is not None:
@@ -696,12 +583,11 @@ class _Segment:
     lm_found: np.ndarray | None = None
 
 
-def _load_audio(path: Path, video: _Video, options: PrepareOptions) -> tuple[np.ndarray | None, float]:
+def _load_audio(path: Path, video: VideoReader, options: PrepareOptions) -> tuple[np.ndarray | None, float]:
     """The 16 kHz mono track shifted so sample 0 is the first video frame, or None (silent)."""
     from floatalk.io.audio import load_audio
 
-    audio_streams = video.container.streams.audio
-    if not audio_streams:
+    if not video.has_audio:
         if options.allow_silent:
             return None, 0.0
         raise _SkipError("no audio track (pass --allow-silent to use it with silence)")
@@ -709,11 +595,7 @@ def _load_audio(path: Path, video: _Video, options: PrepareOptions) -> tuple[np.
         audio = load_audio(path, SAMPLE_RATE)
     except InputError as e:
         raise _SkipError(f"audio unusable: {str(e).split(': ', 1)[-1]}") from None
-    stream = audio_streams[0]
-    a0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    v = video.stream
-    v0 = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
-    offset = v0 - a0
+    offset = video.start_time - video.audio_start_time
     shift = round(offset * SAMPLE_RATE)
     if shift > 0:
         audio = audio[shift:]
@@ -833,7 +715,7 @@ def prepare_video(
     segments: list[_Segment] = []
     video = None
     try:
-        video = _Video(Path(path))
+        video = _open_video(Path(path))
         audio, offset = _load_audio(Path(path), video, options)
         track = _detect_track(video, options)
         pass1_decoded = video.decoded
@@ -864,13 +746,13 @@ def prepare_video(
             "smooth_seconds": options.smooth_seconds,
             "crop_fill": options.crop_fill,
         }
-        video = _Video(Path(path))
+        video = _open_video(Path(path))
         by_start = {s.start: s for s in todo}
         current: _Segment | None = None
         windows: list[Any] = []
         cached: tuple[int, np.ndarray] | None = None
         last_stop = max((s.stop for s in todo), default=0)
-        for j, src_index, frame in video.frames() if todo else ():
+        for j, frame in _selected(video) if todo else ():
             if j >= last_stop:
                 break
             if j in by_start:
@@ -884,8 +766,8 @@ def prepare_video(
                 windows = []
             if current is None or not current.start <= j < current.stop:
                 continue
-            if cached is None or cached[0] != src_index:
-                cached = (src_index, _rgb(frame))
+            if cached is None or cached[0] != frame.index:
+                cached = (frame.index, frame.rgb())
             rgb = cached[1]
             box = tuple(track.boxes[j])
             windows.append(crop_window(box))

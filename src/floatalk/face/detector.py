@@ -39,10 +39,8 @@ import contextlib
 import importlib.util
 import math
 import os
-import sys
 import threading
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,7 @@ import numpy as np
 from PIL import Image
 
 from floatalk.errors import InputError
+from floatalk.face.mediapipe import INSTALL_HINT, import_mediapipe, native_stderr_silenced
 
 __all__ = [
     "INSTALL_HINT",
@@ -63,8 +62,6 @@ __all__ = [
     "is_available",
 ]
 
-#: How to get the optional face detector (shown in error messages).
-INSTALL_HINT = "pip install 'floatalk[face]'"
 #: Environment variable naming a BlazeFace ``.tflite`` (with metadata) or a ``.task`` bundle that contains
 #: ``face_detector.tflite``; used with the MediaPipe Tasks API (MediaPipe >= 0.10.30 / 1.x).
 MODEL_ENV_VAR = "FLOATALK_FACE_DETECTOR_MODEL"
@@ -180,25 +177,6 @@ def is_available() -> bool:
 # ----------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Silence MediaPipe's C++ start-up logging, which is written straight to file descriptor 2."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): just run
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 class _Backend:
     """Common interface: detect faces in an RGB uint8 array with one of the backend's models."""
 
@@ -236,7 +214,7 @@ class _SolutionsBackend(_Backend):
     def _detector(self, model: str) -> Any:
         detector = self._detectors.get(model)
         if detector is None:
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 detector = self._mp.solutions.face_detection.FaceDetection(
                     model_selection=1 if model == "full" else 0, min_detection_confidence=MIN_SCORE
                 )
@@ -274,7 +252,7 @@ class _TasksBackend(_Backend):
         options = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_buffer=model), min_detection_confidence=MIN_SCORE
         )
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             self._detector: Any = vision.FaceDetector.create_from_options(options)
             self.detect(np.zeros((64, 64, 3), np.uint8), "default")  # warm-up (prints once)
 
@@ -320,19 +298,6 @@ def _tasks_model() -> tuple[bytes, str]:
     return path.read_bytes(), path.name
 
 
-def import_mediapipe(purpose: str, alternative: str = "") -> Any:
-    """``import mediapipe``, or a one-line InputError naming `purpose`, the install hint and `alternative`."""
-    try:
-        import mediapipe as mp
-    except Exception as exc:  # ImportError, or e.g. a protobuf/NumPy ABI mismatch inside mediapipe
-        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModuleNotFoundError) else str(exc)
-        raise InputError(
-            f"{purpose} needs MediaPipe, which could not be imported ({reason}); "
-            f"install it with {INSTALL_HINT}{alternative}"
-        ) from exc
-    return mp
-
-
 def _create_backend() -> _Backend:
     mp = import_mediapipe(
         "automatic face crop", ", or pass --no-crop if the image is already a cropped portrait"
@@ -365,7 +330,7 @@ def close_detector() -> None:
     with _LOCK:
         backend, _BACKEND = _BACKEND, None
         if backend is not None:
-            with _native_stderr_silenced(), contextlib.suppress(Exception):
+            with native_stderr_silenced(), contextlib.suppress(Exception):
                 backend.close()
 
 

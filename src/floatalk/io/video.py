@@ -21,7 +21,6 @@ import contextlib
 import functools
 import os
 import secrets
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +32,7 @@ import torch
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from floatalk.errors import InputError
-from floatalk.io._common import check_input_file, display_path, exact_fraction, short_reason
+from floatalk.io._common import display_path, exact_fraction
 from floatalk.io.soundtrack import SoundTrack
 
 __all__ = ["VideoWriter", "check_output_path", "read_video_frames", "read_video_info", "select_video_encoder"]
@@ -371,92 +370,8 @@ class VideoWriter:
 # ---------------------------------------------------------------------- reading (for tests and checks)
 
 
-@contextlib.contextmanager
-def _open_video(path: str | os.PathLike[str]) -> Iterator[Any]:
-    """An open PyAV container with at least one video track; InputError (one line) otherwise."""
-    p = check_input_file(path, "video", "give an MP4 file")
-    shown = display_path(path)
-    try:
-        container = av.open(os.fspath(p))
-    except (av.FFmpegError, OSError, ValueError) as e:
-        raise InputError(
-            f"video file {shown} could not be opened ({short_reason(e)}); give an MP4 file"
-        ) from None
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{shown}: file has no video track; give an MP4 file")
-        yield container
-
-
-def read_video_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Describes a video file, counting frames and audio samples by decoding them.
-
-    Args:
-        path: A video file.
-
-    Returns:
-        A dict with ``num_frames`` (int, decoded), ``fps`` (float, average), ``width``, ``height``,
-        ``video_codec``, ``pix_fmt``, ``has_audio`` (bool), ``audio_duration`` (seconds of decoded
-        audio, which for AAC includes up to one frame of end padding; 0.0 without audio),
-        ``audio_declared_duration`` (seconds the container declares for the audio track, e.g. from an
-        MP4 edit list; None if unknown or without audio), ``audio_sample_rate`` and ``audio_channels``
-        (0 without audio), ``audio_codec`` (None without audio).
-
-    Raises:
-        InputError: If the file is missing, unreadable or not a media file, or has no video track.
-    """
-    p = Path(path)
-    with _open_video(path) as container:
-        video = container.streams.video[0]
-        rate = video.average_rate or video.guessed_rate or video.base_rate
-        info: dict[str, Any] = {
-            "num_frames": sum(1 for _ in container.decode(video)),
-            "fps": float(rate) if rate else 0.0,
-            "width": video.codec_context.width,
-            "height": video.codec_context.height,
-            "video_codec": video.codec_context.name,
-            "pix_fmt": video.codec_context.pix_fmt,
-            "has_audio": bool(container.streams.audio),
-            "audio_duration": 0.0,
-            "audio_declared_duration": None,
-            "audio_sample_rate": 0,
-            "audio_channels": 0,
-            "audio_codec": None,
-        }
-    if info["has_audio"]:
-        with av.open(os.fspath(p)) as container:
-            audio = container.streams.audio[0]
-            samples = sum(frame.samples for frame in container.decode(audio))
-            rate = audio.codec_context.sample_rate
-            declared = audio.duration * audio.time_base if audio.duration and audio.time_base else None
-            info.update(
-                audio_duration=samples / rate if rate else 0.0,
-                audio_declared_duration=float(declared) if declared is not None else None,
-                audio_sample_rate=rate,
-                audio_channels=audio.codec_context.layout.nb_channels,
-                audio_codec=audio.codec_context.name,
-            )
-    return info
-
-
-def read_video_frames(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decodes all frames of a video's first video track as RGB.
-
-    Args:
-        path: A video file.
-
-    Returns:
-        A ``uint8`` array ``(N, H, W, 3)``.
-
-    Raises:
-        InputError: If the file is missing, unreadable, not a media file or has no video track.
-    """
-    with _open_video(path) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
-    if not frames:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    return np.stack(frames)
-
+# The reader lives in floatalk.io.video_reader; these two names stay importable from here.
+from floatalk.io.video_reader import read_video_frames, read_video_info  # noqa: E402
 
 # ---------------------------------------------------------------------- helpers
 
