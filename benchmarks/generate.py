@@ -108,7 +108,9 @@ def run_one(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
-    options = GenerateOptions(seed=0, nfe=args.nfe, crop=crop, decode_batch_size=args.batch_size)
+    options = GenerateOptions(
+        seed=0, nfe=args.nfe, crop=crop, decode_batch_size=args.batch_size, emotion=args.emotion
+    )
     count = 0
     start = time.perf_counter()
     # FloatPipeline.write_video, spelled out so that --max-frames can stop decoding early: the same
@@ -181,6 +183,7 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=None, help="frames per decoder call")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames (see above)")
+    parser.add_argument("--emotion", default="auto", help="auto (the speech-emotion model runs) or a label")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,7 +194,16 @@ def main() -> None:
     results = []
     for seconds in args.seconds:
         cmd = [sys.executable, __file__, "--child", "--seconds", str(seconds), "--device", args.device]
-        cmd += ["--preset", args.preset, "--nfe", str(args.nfe), "--dtype", args.dtype]
+        cmd += [
+            "--preset",
+            args.preset,
+            "--nfe",
+            str(args.nfe),
+            "--dtype",
+            args.dtype,
+            "--emotion",
+            args.emotion,
+        ]
         if args.weights:
             cmd += ["--weights", args.weights]
         if args.batch_size:

@@ -69,6 +69,21 @@ def test_generate_writes_a_playable_mp4_with_audio(files, capsys):
     assert load_motion_file(files / "m1.safetensors").shape == (58, 32)
 
 
+def test_the_video_keeps_the_inputs_sound_and_logs_plain_progress(files, capsys):
+    """22.05 kHz stereo in: stereo out at 44.1 kHz (a whole factor up, so AAC's padded last frame
+    stays < 25 ms), as long as the input; off a terminal, progress is a few plain lines."""
+    argv = ["generate", "--image", str(files / "face.png"), "--audio", str(files / "speech.wav")]
+    argv += ["--weights", str(files / "weights"), "--no-crop", "--seed", "3", "-o", str(files / "sound.mp4")]
+    assert cli_main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and 1 <= len(err.splitlines()) <= 11 and "generating: 58/58 frames" in err
+    info = read_video_info(files / "sound.mp4")
+    assert info["audio_sample_rate"] == 44100 and info["audio_channels"] == 2
+    seconds = int(22050 * 2.3) / 22050
+    assert abs(info["audio_declared_duration"] - seconds) < 1e-4
+    assert abs(info["audio_duration"] - seconds) <= 0.025  # also for players ignoring the edit list
+
+
 def test_seed_makes_runs_repeatable(files):
     run(files, "--seed", "1", "--save-motion", str(files / "a.safetensors"), out="a.mp4")
     run(files, "--seed", "1", "--save-motion", str(files / "b.safetensors"), out="b.mp4")

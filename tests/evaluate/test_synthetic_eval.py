@@ -132,7 +132,7 @@ def _fake_tracks(monkeypatch, data: Path, openings: dict[str, np.ndarray | None]
         return MouthTrack(opening, np.zeros((len(opening), 4)), 25.0, 32, 32, "interocular")
 
     monkeypatch.setattr(mouth_module, "track_mouth", track_mouth)
-    monkeypatch.setattr(mouth_module, "_import_mediapipe", lambda: None)
+    monkeypatch.setattr(mouth_module, "require_face_mesh", lambda: None)
 
 
 def _reference(data: Path, clip_id: str) -> np.ndarray:

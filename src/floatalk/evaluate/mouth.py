@@ -38,6 +38,7 @@ __all__ = [
     "MouthTracker",
     "iter_video_frames",
     "mouth_opening",
+    "require_face_mesh",
     "track_mouth",
     "video_fps",
 ]
@@ -108,7 +109,7 @@ class MouthTrack:
         return self.num_frames / busy if busy > 0 else 0.0
 
 
-def _import_mediapipe() -> Any:
+def require_face_mesh() -> Any:
     """MediaPipe with its face mesh, checked before any video is read (one-line InputError otherwise)."""
     from floatalk.face.mediapipe import import_face_mesh
 

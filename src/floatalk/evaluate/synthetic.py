@@ -354,7 +354,7 @@ def evaluate_synthetic_lipsync(
     weights_dir = resolve_weights(weights)
     from . import mouth
 
-    mouth._import_mediapipe()  # a missing MediaPipe fails here, not after the first video
+    mouth.require_face_mesh()  # a missing MediaPipe fails here, not after the first video
 
     from floatalk.pipeline import FloatPipeline
 

@@ -34,6 +34,7 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation
 from floatalk.errors import InputError
 from floatalk.io._common import display_path, exact_fraction
 from floatalk.io.soundtrack import SoundTrack
+from floatalk.io.video_reader import read_video_frames, read_video_info  # re-exported: the old home
 
 __all__ = ["VideoWriter", "check_output_path", "read_video_frames", "read_video_info", "select_video_encoder"]
 
@@ -371,7 +372,6 @@ class VideoWriter:
 
 
 # The reader lives in floatalk.io.video_reader; these two names stay importable from here.
-from floatalk.io.video_reader import read_video_frames, read_video_info  # noqa: E402
 
 # ---------------------------------------------------------------------- helpers
 
