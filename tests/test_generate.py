@@ -408,3 +408,37 @@ def test_size_resizes_the_output_frames(files, capsys):
     assert run(files, "--size", "8", out="bad.mp4") == 2
     assert "size must be an integer from 16 to 4096" in capsys.readouterr().err
     assert not (files / "bad.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image": None}, "image array must be"),
+        ({"audio": None}, "mono waveform"),
+        ({"audio": np.zeros((800, 2))}, "mono waveform"),
+        ({"audio": ["a"]}, "audio must be a path or a mono float waveform"),
+        ({"audio": np.full(100, np.nan)}, "NaN or infinite"),
+        ({"nfe": 2.5}, "nfe must be"),
+        ({"bogus": 1}, "unknown generation option"),
+        ({"emotion": 3}, "emotion must be"),
+        ({"motion_edits": {99: 1.0}}, "out of range"),
+        ({"motion_edits": 5}, "motion edits must be"),
+        ({"crop": "no"}, "crop must be True or False"),
+        ({"seed": 2**70}, "seed must be"),
+        ({"output": "o.txt"}, "must end in .mp4"),
+        ({"motion": torch.zeros(5, 3)}, "motion file must hold"),
+        ({"noise": torch.zeros(5, 3)}, "noise must hold"),
+    ],
+)
+def test_python_api_bad_input_raises_input_error_and_writes_nothing(files, change, message):
+    from floatalk.errors import InputError
+
+    pipe = FloatPipeline.from_pretrained(files / "weights")
+    args = {"image": str(files / "face.png"), "audio": str(files / "speech.wav"), "output": files / "api.mp4"}
+    kwargs = {"crop": False, "nfe": 1}
+    for key, value in change.items():
+        (args if key in args else kwargs)[key] = value
+    with pytest.raises(InputError, match=message) as e:
+        pipe.write_video(args["image"], args["audio"], args["output"], **kwargs)
+    assert "\n" not in str(e.value)
+    assert not (files / "api.mp4").exists() and not list(files.glob(".api*"))

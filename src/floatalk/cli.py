@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .errors import InputError
@@ -440,8 +441,16 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     syn.set_defaults(func=_evaluate_synthetic)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: `floatalk generate: error: ... (see floatalk generate --help)`."""
+
+    def error(self, message: str) -> NoReturn:
+        one_line = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {one_line} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="floatalk",
         description="Audio-driven talking portraits with FLOAT (motion latent flow matching).",
     )

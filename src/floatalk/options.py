@@ -120,8 +120,10 @@ class GenerateOptions:
             raise InputError(
                 f"the midpoint solver uses 2 evaluations per step: give an even nfe, not {self.nfe}"
             )
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise InputError(f"seed must be an integer, got {self.seed!r}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not -(2**63) <= self.seed < 2**64
+        ):
+            raise InputError(f"seed must be an integer from -2**63 to 2**64 - 1, got {self.seed!r}")
         if self.face_index is not None and (not isinstance(self.face_index, int) or self.face_index < 0):
             raise InputError(f"face-index must be >= 0, got {self.face_index}")
         if self.crop_fill not in CROP_FILLS:
@@ -136,7 +138,19 @@ class GenerateOptions:
             or not 16 <= self.output_size <= 4096
         ):
             raise InputError(f"size must be an integer from 16 to 4096, got {self.output_size!r}")
-        for k, delta in self.motion_edits:
+        for name in ("crop", "zero_audio"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        try:
+            edits = [(k, float(delta)) for k, delta in self.motion_edits]
+        except (TypeError, ValueError):
+            raise InputError(
+                f"motion edits must be (direction, delta) pairs or a {{direction: delta}} mapping, "
+                f"got {self.motion_edits!r}"
+            ) from None
+        for k, delta in edits:
+            if isinstance(k, bool) or not isinstance(k, int):
+                raise InputError(f"edit-motion direction must be an integer, got {k!r}")
             if k < 0 or not math.isfinite(delta):
                 raise InputError(f"edit-motion needs K >= 0 and a finite DELTA, got {k}={delta}")
             if motion_directions is not None and k >= motion_directions:

@@ -166,6 +166,10 @@ def _read_json(path: Path, keys: tuple[str, ...], required: tuple[str, ...]) -> 
 
 
 def _check_folder(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise CheckpointError(
+            f"weights path {str(root)!r} is a file, not a weights folder; pass --weights DIR"
+        )
     if not root.is_dir():
         raise CheckpointError(
             f"weights folder {str(root)!r} does not exist; pass --weights DIR "

@@ -288,7 +288,12 @@ class SpeechAudio:
     @classmethod
     def from_array(cls, waveform: Any, sample_rate: int = 16000) -> SpeechAudio:
         """A mono waveform already at ``sample_rate`` ((N,) or (1, N) floats); InputError if unusable."""
-        wave = np.asarray(waveform, dtype=np.float32)
+        try:
+            wave = np.asarray(waveform, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise InputError(
+                f"audio must be a path or a mono float waveform, not {type(waveform).__name__} ({e})"
+            ) from None
         if wave.ndim == 2 and 1 in wave.shape:
             wave = wave.reshape(-1)
         if wave.ndim != 1:
