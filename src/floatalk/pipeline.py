@@ -9,7 +9,7 @@ consumer that pushes speech in chunks and samples one window at a time):
 4. `emotion_probs`     speech -> w_e (predicted), or one-hot for a forced label (emotion redirection)
 5. `sampler` / `iter_motion`  windowed flow-matching sampling of w_{r->D}^{1:T}  (FMT + ODE + Eq. 14)
 6. `edit_motion`       lambda-control along the learned orthonormal basis (Eq. 15)
-7. `iter_frames`       D(w_{S->r} + w_{r->D}^t) decoded as a stream (Eq. 8-9)
+7. `iter_frames`       D(w_{S->r} + w_{r->D}^t) decoded as a stream (Eq. 8, 10)
 
 End to end: `generate` (frames as they are decoded) and `write_video` (an MP4), both validated
 once at this boundary (GenerateOptions.validate: InputError) and both returning a

@@ -57,6 +57,7 @@ class IncrementalGuidance:
 
         def guided(t: Tensor, x: Tensor) -> Tensor:
             v_null, v_full, v_audio = velocity(t, x.repeat(3, *([1] * (x.dim() - 1))), branches).chunk(3)
+            # Eq. 14: v = v(0_a, 0_e) + g_a [v(a, 0_e) - v(0_a, 0_e)] + g_e [v(a, e) - v(a, 0_e)]
             return v_null + g_a * (v_audio - v_null) + g_e * (v_full - v_audio)
 
         return guided

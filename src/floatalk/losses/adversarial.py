@@ -45,6 +45,8 @@ def _as_list(logits: Logits) -> list[Tensor]:
 def d_logistic_loss(real_logits: Logits, fake_logits: Logits) -> Tensor:
     """Discriminator loss mean(softplus(-real)) + mean(softplus(fake)), summed over scales; a scalar.
 
+    The discriminator side of FLOAT's adversarial terms (stage 1; Eq. 17-21 range, number to confirm).
+
     Lower when real logits go up and fake logits go down. Pass detached fakes for the
     discriminator step.
     """
@@ -58,13 +60,18 @@ def d_logistic_loss(real_logits: Logits, fake_logits: Logits) -> Tensor:
 
 
 def g_nonsaturating_loss(fake_logits: Logits) -> Tensor:
-    """Generator loss mean(softplus(-D(fake))), summed over scales; a scalar."""
+    """Generator loss mean(softplus(-D(fake))), summed over scales; a scalar.
+
+    FLOAT's full-image and eye / lip adversarial terms of stage 1 (Eq. 17-21 range, number to confirm).
+    """
     fakes = _as_list(fake_logits)
     return sum((F.softplus(-f).mean() for f in fakes), start=fakes[0].new_zeros(()))
 
 
 def r1_penalty(real_logits: Logits, real_images: Tensor) -> Tensor:
     """R1 = mean over the batch of ||d(sum of logits)/d(image)||^2; a scalar, differentiable.
+
+    Not among the stage-1 terms we know from FLOAT's paper (losses/weights.py): StyleGAN2's, our choice.
 
     `real_images` must have had ``requires_grad_(True)`` before the discriminator forward that
     produced `real_logits`. Logits of several scales computed from the same images are summed
@@ -96,6 +103,8 @@ def gram_matrix(feat: Tensor) -> Tensor:
 
 def gram_style_loss(fake_feats: Sequence[Tensor], real_feats: Sequence[Tensor]) -> Tensor:
     """Mean over layers of mean|gram(fake_l) - gram(real_l)|; real features are detached. A scalar.
+
+    FLOAT's feature style matching (FSM) term for eyes and lips (Eq. 17-21 range, number to confirm).
 
     With the two feature maps of a component discriminator this equals GFPGAN's
     ``0.5 * sum_l L1(gram(fake_l), gram(real_l))``.

@@ -151,6 +151,9 @@ def multiscale_perceptual_loss(
 ) -> Tensor:
     """sum over scales and layers of w_l * mean|VGG_l(fake_s) - VGG_l(real_s)|; a scalar.
 
+    Stands in for FLOAT's full-image perceptual term L_lp (LPIPS-VGG; appendix, Eq. 17-21 range,
+    number to confirm): same role, not the same numbers.
+
     Args:
         vgg: frozen feature extractor (its `layers` define l).
         fake: (N, 3, H, W) generated images in [-1, 1]; gradients flow to it.
@@ -207,6 +210,9 @@ def component_perceptual_loss(
     layer_weights: Sequence[float] | None = None,
 ) -> Tensor:
     """Perceptual loss on facial components, summed over components; a scalar.
+
+    FLOAT's facial-component perceptual term L_comp-lp (Eq. 17-21 range, number to confirm). The paper
+    masks eye / mouth regions of a VGG-19 feature pyramid; here the regions are boxes cropped first.
 
     Args:
         vgg: frozen feature extractor.

@@ -63,7 +63,10 @@ class Stage1LossWeights:
         return self.r1_gamma / 2.0 * self.r1_every
 
     def generator_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
-        """sum_k weight_k * terms[k] over the given terms (names from GENERATOR_TERMS)."""
+        """sum_k weight_k * terms[k] over the given terms (names from GENERATOR_TERMS).
+
+        The weighted stage-1 generator objective (appendix, Eq. 17-21 range; number to confirm).
+        """
         unknown = sorted(set(terms) - set(GENERATOR_TERMS))
         if unknown:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Stage 1: training the motion auto-encoder (`floatalk train autoencoder`), FLOAT §3.1 and §A.3.
+"""Stage 1: training the motion auto-encoder (`floatalk train autoencoder`), FLOAT §4.1 and §A.3.
 
 A source frame S and a driving frame D of the same clip go through the auto-encoder, which must
 rebuild D with S's appearance: D̂ = G(w_{S->r} + w_{r->D}, feats(S)). The generator loss is
@@ -10,6 +10,9 @@ with a 2-scale StyleGAN2 discriminator and eye / mouth component discriminators,
 the non-saturating logistic loss and lazy R1 (weights: floatalk.losses.weights). Without VGG-19
 weights the two perceptual terms are off (with a warning); `component_l1` then adds an L1 term on
 the eye and mouth boxes so that those small regions still weigh in.
+
+The paper states these terms in its appendix, which our index (docs/architecture.md) files under
+Eq. 17-21; which number belongs to which term is still to be checked against the paper.
 """
 
 from __future__ import annotations
@@ -109,7 +112,10 @@ def identity_flow_init_(autoencoder: MotionAutoEncoder) -> None:
 
 
 def reconstruction_l1(fake: Tensor, real: Tensor) -> Tensor:
-    """Mean absolute error, the paper's L1 term: (N, 3, H, W) x2 -> scalar."""
+    """Mean absolute error, the paper's L1 term: (N, 3, H, W) x2 -> scalar.
+
+    Stage-1 reconstruction term |D̂ - D|_1 (appendix, Eq. 17-21 range; number to confirm).
+    """
     return (fake - real).abs().mean()
 
 
@@ -213,6 +219,7 @@ class AutoencoderTask(TrainTask):
                 terms["component_style"] = gram_style_loss(eye_feats, real_eye_feats) + gram_style_loss(
                     mouth_feats, real_mouth_feats
                 )
+            # the stage-1 generator objective (appendix, Eq. 17-21 range): weighted sum of the terms above
             g_loss = w.generator_loss(terms) + extra
         self.opt_g.zero_grad(set_to_none=True)
         ctx.amp.backward(g_loss)
@@ -237,6 +244,7 @@ class AutoencoderTask(TrainTask):
             d_loss = d_logistic_loss(real_logits, disc(fake))
             d_loss = d_loss + d_logistic_loss(eye_disc(real_eyes), eye_disc(fake_eyes))
             d_loss = d_loss + d_logistic_loss(mouth_disc(real_mouth), mouth_disc(fake_mouth))
+            # R1: StyleGAN2's regulariser, not a term we know from the paper (losses/weights.py)
             if apply_r1:
                 r1 = lazy_r1_loss(real_logits, real, w.r1_gamma, w.r1_every)
                 d_loss = d_loss + r1

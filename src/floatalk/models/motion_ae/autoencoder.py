@@ -64,6 +64,7 @@ class MotionAutoEncoder(nn.Module):
         """Encode S: (N, 3, size, size) in [-1, 1] -> SourceEncoding."""
         identity, feats = self.enc(image)
         coeffs = self.enc.coefficients(identity)
+        # Eq. 9 (number to confirm) for S itself: w_{r->S} = sum_i lambda_i(S) v_i
         return SourceEncoding(identity, coeffs, self.dec.direction(coeffs), feats)
 
     def encode_motion(self, image: Tensor) -> Tensor:
@@ -72,13 +73,18 @@ class MotionAutoEncoder(nn.Module):
         This is how stage-2 training targets are obtained from real frames.
         """
         identity, _ = self.enc(image)
+        # Eq. 9 (number to confirm): w_{r->D} = sum_i lambda_i(D) v_i
         return self.dec.direction(self.enc.coefficients(identity))
 
     def decode(self, source: SourceEncoding, motion: Tensor) -> Tensor:
         """Frames D(w_{S->r} + w_{r->D}): motion (N, d), source batch N or 1 -> (N, 3, size, size)."""
+        # Eq. 8 (number to confirm): w_{S->D} = w_{S->r} + w_{r->D}; the decoder G of Eq. 10 renders it
         return self.dec(source.identity_latent + motion, source.feats)
 
     def forward(self, source: Tensor, driving: Tensor) -> Tensor:
-        """Reconstruct `driving` with the appearance of `source` (stage 1): (N,3,H,W) x2 -> (N,3,H,W)."""
+        """Reconstruct `driving` with the appearance of `source` (stage 1): (N,3,H,W) x2 -> (N,3,H,W).
+
+        D̂ = G(w_{S->r} + w_{r->D}, feats(S)): Eq. 8-10 end to end (numbering: docs/architecture.md).
+        """
         src = self.encode_source(source)
         return self.decode(src, self.encode_motion(driving))

@@ -1,4 +1,4 @@
-"""The learned orthonormal motion basis V (LIA; FLOAT §4.1, Eq. 15).
+"""The learned orthonormal motion basis V (LIA; FLOAT §4.1, Eq. 9 and Eq. 15).
 
 A free matrix W in R^{d x M} is orthonormalised by a reduced QR decomposition every time it is
 used, so the M motion directions v_1..v_M (columns of Q) stay orthonormal while W is trained.
@@ -35,7 +35,10 @@ class MotionBasis(nn.Module):
         return q
 
     def forward(self, coeffs: Tensor) -> Tensor:
-        """Motion latent w = lambda @ Q^T. coeffs: (..., M) -> (..., d)."""
+        """Motion latent w = lambda @ Q^T. coeffs: (..., M) -> (..., d).
+
+        Eq. 9 (number to confirm): w_{r->D} = sum_i lambda_i v_i, the columns of Q being the v_i.
+        """
         return coeffs @ self.basis().t()
 
     def coefficients(self, latent: Tensor) -> Tensor:

@@ -85,6 +85,7 @@ class ToFlow(nn.Module):
         field = self.conv(x, style) + self.bias
         if skip is not None:
             field = field + self.upsample(skip)
+        # the flow warping of Eq. 10 (number to confirm): offsets on the identity grid, masked features
         grid = torch.tanh(field[:, 0:2]).permute(0, 2, 3, 1) + identity_grid(x.shape[2], x.shape[0], field)
         mask = torch.sigmoid(field[:, 2:3])
         warped = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False) * mask
@@ -122,6 +123,9 @@ class FlowWarpDecoder(nn.Module):
 
     def forward(self, latent: Tensor, feats: Sequence[Tensor]) -> Tensor:
         """Decode w = w_{S->r} + w_{r->D} into an image.
+
+        Eq. 10 (number to confirm): the image is G(w_{S->D}) with the source's features warped by
+        the flow fields G predicts at each resolution (ToFlow); the latent itself is Eq. 8.
 
         Args:
             latent: (N, d).

@@ -68,5 +68,8 @@ class MotionEncoder(nn.Module):
         return self.net_app(image)
 
     def coefficients(self, identity: Tensor) -> Tensor:
-        """Motion coefficients lambda = fc(h): (N, d) -> (N, M)."""
+        """Motion coefficients lambda = fc(h): (N, d) -> (N, M).
+
+        These are the lambda_i of Eq. 9 (number to confirm), the weights of the basis directions v_i.
+        """
         return self.fc(identity)
