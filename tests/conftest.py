@@ -18,6 +18,20 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torc
     return module
 
 
+def random_conditions(b=2, L=6, Lp=2, d=3, da=4, e=7, seed=0):
+    """WindowConditions of random values: batch b, L current and Lp previous frames."""
+    from floatalk.flow.conditions import WindowConditions
+
+    g = torch.Generator().manual_seed(seed)
+    return WindowConditions(
+        audio=torch.randn(b, L, da, generator=g),
+        source_motion=torch.randn(b, d, generator=g),
+        emotion=torch.softmax(torch.randn(b, e, generator=g), -1),
+        prev_motion=torch.randn(b, Lp, d, generator=g),
+        prev_audio=torch.randn(b, Lp, da, generator=g),
+    )
+
+
 @pytest.fixture
 def tiny_config():
     return preset("tiny")

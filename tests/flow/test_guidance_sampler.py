@@ -5,20 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from floatalk.flow.conditions import WindowConditions
+from conftest import random_conditions
 from floatalk.flow.guidance import IncrementalGuidance
 from floatalk.flow.sampler import MotionSampler
 
 
 def conditions(b=2, L=6, Lp=2, d=3, da=4, e=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return WindowConditions(
-        audio=torch.randn(b, L, da, generator=g),
-        source_motion=torch.randn(b, d, generator=g),
-        emotion=torch.softmax(torch.randn(b, e, generator=g), -1),
-        prev_motion=torch.randn(b, Lp, d, generator=g),
-        prev_audio=torch.randn(b, Lp, da, generator=g),
-    )
+    return random_conditions(b, L, Lp, d, da, e, seed)
 
 
 def toy_velocity(calls):

@@ -8,25 +8,18 @@ import sys
 import pytest
 import torch
 
+from conftest import random_conditions
 from floatalk.flow import (
     ConditionDropout,
     FlowMatchingObjective,
     OTPath,
     TrainingObjective,
-    WindowConditions,
     flow_matching_losses,
 )
 
 
 def conditions(b=6, L=5, Lp=2, d=3, da=4, e=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return WindowConditions(
-        audio=torch.randn(b, L, da, generator=g),
-        source_motion=torch.randn(b, d, generator=g),
-        emotion=torch.softmax(torch.randn(b, e, generator=g), -1),
-        prev_motion=torch.randn(b, Lp, d, generator=g),
-        prev_audio=torch.randn(b, Lp, da, generator=g),
-    )
+    return random_conditions(b, L, Lp, d, da, e, seed)
 
 
 def test_losses_are_eq_11_to_13():

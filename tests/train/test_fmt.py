@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from floatalk.cli import main as cli_main
-from floatalk.config import AudioEncoderConfig, FMTConfig, LogMelConfig
+from floatalk.config import preset
 from floatalk.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from floatalk.flow import FlowMatchingObjective, OTPath, WindowConditions, flow_matching_losses
 from floatalk.models.audio import AudioEncoder
@@ -94,22 +94,8 @@ class OldRecipeTask(FMTTask):
 
 
 def _tiny_cfg(**overrides) -> FMTTrainConfig:
-    # the sizes of configs/fmt-tiny.yaml
-    model = FMTConfig(
-        latent_dim=32,
-        audio_dim=16,
-        hidden_dim=32,
-        depth=2,
-        num_heads=2,
-        timestep_dim=16,
-        clip_frames=8,
-        context_frames=2,
-        attention_window=1,
-    )
-    audio = AudioEncoderConfig(
-        frontend="logmel", feature_dim=16, logmel=LogMelConfig(n_mels=40, channels=32, num_layers=2)
-    )
-    return FMTTrainConfig(model=model, audio=audio, lr=1e-3, audio_context_frames=4, **overrides)
+    tiny = preset("tiny-logmel")  # the sizes of configs/fmt-tiny.yaml
+    return FMTTrainConfig(model=tiny.fmt, audio=tiny.audio, lr=1e-3, audio_context_frames=4, **overrides)
 
 
 def _run_steps(task_cls, cfg: FMTTrainConfig, batches, tmp_path):
