@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,face,train]"
+	$(PIP) install -q -e ".[dev,face,train,identity]"
 	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)"
 	touch $(STAMP)
 

@@ -370,10 +370,32 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_identity(args: argparse.Namespace) -> int:
+    from .evaluate.identity import evaluate_identity
+
+    _check_json_out(args.json)
+    bar = Progress(args.quiet, unit="frame", desc="measuring", leave=False)
+    try:
+        report = evaluate_identity(
+            args.image,
+            args.video,
+            every=args.every,
+            max_frames=args.max_frames,
+            ceiling_size=args.ceiling_size,
+            crop=args.crop,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    print(report.summary())
+    _write_json(args.json, report.to_dict())
+    return 0
+
+
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "evaluate",
-        help="measure talking-face videos (lip sync), or a model on a synthetic dataset",
+        help="measure talking-face videos (lip sync, identity), or a model on a synthetic dataset",
         description="Measure talking-face videos.",
     )
     metrics = ev.add_subparsers(dest="metric", required=True, metavar="METRIC")
@@ -404,6 +426,37 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     lip.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     lip.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     lip.set_defaults(func=_evaluate_lipsync)
+
+    ide = metrics.add_parser(
+        "identity",
+        help="distance of the faces of a video to its source portrait (dlib face descriptor)",
+        usage="floatalk evaluate identity --image PORTRAIT VIDEO [--crop] [--every N] [--max-frames N] "
+        "[--ceiling-size S] [--json OUT]",
+        description="Describe the largest face of PORTRAIT and of every N-th frame of VIDEO with dlib's "
+        "128-d face descriptor (ResNet, the floatalk[identity] extra) and report the L2 distances: "
+        "median, mean, max, and the fraction of frames with a face and below 0.6 (dlib's same-person "
+        "threshold). Frames without a face are counted and left out of the statistics. --ceiling-size S "
+        "adds the resize-only ceiling: the portrait against itself downscaled to SxS and back, the best "
+        "a model at S^2 pixels can score.",
+    )
+    ide.add_argument("video", metavar="VIDEO", help="the talking-face video")
+    ide.add_argument("--image", required=True, metavar="PORTRAIT", help="the source portrait")
+    ide.add_argument(
+        "--crop",
+        action="store_true",
+        help="crop the portrait as `floatalk generate` does first (default: compare with it as given)",
+    )
+    ide.add_argument("--every", type=int, default=1, metavar="N", help="every N-th frame (default 1)")
+    ide.add_argument("--max-frames", type=int, metavar="N", help="describe at most N frames")
+    ide.add_argument(
+        "--ceiling-size",
+        type=int,
+        metavar="S",
+        help="also report the distance of the portrait to itself through SxS pixels",
+    )
+    ide.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    ide.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ide.set_defaults(func=_evaluate_identity)
 
     syn = metrics.add_parser(
         "synthetic",
