@@ -176,6 +176,7 @@ def _prepare_synthetic(args: argparse.Namespace, out_dir: str) -> int:
         "num_clips": args.num_clips,
         "seed": args.seed,
         "test_fraction": args.test_fraction,
+        "morphs": args.morphs,
     }
     try:
         config = SyntheticConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -560,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare",
         help="talking-face videos -> a training dataset (25 fps face crops, 16 kHz audio, tracks)",
         usage="floatalk prepare [options] SRC_DIR OUT_DIR\n"
-        "       floatalk prepare --synthetic OUT_DIR [--num-clips N] [--size S] [--seed K]",
+        "       floatalk prepare --synthetic OUT_DIR [--num-clips N] [--size S] [--seed K] [--morphs P]",
         description="Prepare every video under SRC_DIR (recursively) into the dataset folder OUT_DIR: "
         "25 fps face crops with the inference crop geometry on a smoothed face track, 16 kHz mono audio "
         "and facial component boxes. Resumable: clips already in OUT_DIR are kept. "
@@ -571,6 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--size", type=int, help="side of the face crops in pixels (default 512)")
     prep.add_argument("--num-clips", type=int, help="--synthetic: number of clips")
     prep.add_argument("--seed", type=int, help="--synthetic: random seed")
+    prep.add_argument(
+        "--morphs",
+        type=float,
+        metavar="P",
+        help="--synthetic: share of train clips that animate a morph of two train portraits (default 0)",
+    )
     prep.add_argument("--workers", type=int, help="parallel processes (default min(4, CPU cores))")
     prep.add_argument(
         "--max-seconds",

@@ -69,7 +69,7 @@ def test_assets_have_landmarks_and_speech_splits() -> None:
     speech = syn.load_speech_clips()
     assert len(speech) >= 10 and {s.split for s in speech} == {"train", "test"}
     for s in speech:
-        assert s.audio.dtype == np.float32 and 1.5 < len(s.audio) / syn.SAMPLE_RATE <= 5.0
+        assert s.audio.dtype == np.float32 and 1.0 < len(s.audio) / syn.SAMPLE_RATE <= 5.0
     with pytest.raises(InputError):
         syn.load_portraits(["nobody"])
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from floatalk.data.augment import PairAugmentation, augment_pair
 from floatalk.data.layout import ClipMeta, clip_dir, frame_path, list_clips, read_dataset_info, read_frame
 from floatalk.errors import InputError
 
@@ -95,7 +96,9 @@ class FramePairs(Dataset):
     Item ``i`` (``0 <= i < samples_per_epoch``) is ``{"source": (3, S, S), "driving": (3, S, S)``
     in [-1, 1], ``"boxes": (3, 4)`` float32 pixel boxes (left eye, right eye, mouth) at size S,
     ``"clip": int}``. Clips are visited evenly (item i uses clip ``i % num_clips``); the two frames
-    are drawn from ``numpy.random.default_rng((seed, i))``. A frame that cannot be read at run time
+    are drawn from ``numpy.random.default_rng((seed, i))``. With ``augment`` enabled, one random change
+    of appearance (:mod:`floatalk.data.augment`, drawn from ``default_rng((seed, i, 1))``) is applied to
+    both frames and the boxes. A frame that cannot be read at run time
     (a file corrupted after the scan) is replaced by another sample, with a warning.
     """
 
@@ -107,6 +110,7 @@ class FramePairs(Dataset):
         samples_per_epoch: int | None = None,
         seed: int = 0,
         scan: ClipScan | None = None,
+        augment: PairAugmentation | None = None,
     ) -> None:
         self.scan = scan if scan is not None else scan_clips(root, split, min_frames=2)
         self.root = Path(root)
@@ -115,6 +119,7 @@ class FramePairs(Dataset):
         self.clips = self.scan.clips
         self.samples_per_epoch = int(samples_per_epoch or 100 * len(self.clips))
         self._boxes: dict[int, np.ndarray] = {}
+        self.augment = augment if augment is not None else PairAugmentation()
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -154,12 +159,14 @@ class FramePairs(Dataset):
             except (OSError, ValueError) as e:
                 warnings.warn(f"skipping unreadable frame of clip {meta.clip_id}: {e}", stacklevel=2)
                 continue
-            return {
-                "source": _to_tensor(source, self.size),
-                "driving": _to_tensor(driving, self.size),
-                "boxes": torch.from_numpy(self._clip_boxes(k)[drv]),
-                "clip": torch.tensor(k),
-            }
+            src_t, drv_t, boxes = augment_pair(
+                _to_tensor(source, self.size),
+                _to_tensor(driving, self.size),
+                torch.from_numpy(self._clip_boxes(k)[drv]),
+                self.augment,
+                np.random.default_rng((self.seed, index, 1)),
+            )
+            return {"source": src_t, "driving": drv_t, "boxes": boxes, "clip": torch.tensor(k)}
         raise InputError(
             f"frames of dataset {str(self.root)!r} keep failing to load; re-run `floatalk prepare`"
         )

@@ -102,6 +102,7 @@ __all__ = [
     "component_boxes",
     "load_portraits",
     "load_speech_clips",
+    "morph_name",
     "mouth_from_audio",
     "plan_clips",
     "render_clip",
@@ -157,6 +158,8 @@ class SyntheticConfig:
     test_fraction: float = 0.125  # share of clips held out ("test"); they use the reserved speech clips
     emotions: bool = True  # per-clip emotion labels and expressions; False: all "neutral"
     portraits: tuple[str, ...] = ()  # portrait names to use (see load_portraits); empty = all
+    morphs: float = 0.0  # share of train clips that animate a morph of two train portraits
+    morph_alpha: tuple[float, float] = (0.25, 0.6)  # range of the second portrait's weight in a morph
     frame_format: str = "jpg"  # "jpg" (quality 95) or "png"
     gain_db: tuple[float, float] = (-12.0, 0.0)  # random speech gain range
     max_mouth_open: float = 0.4  # lower-lip drop at mouth_open = 1, as a fraction of the mouth width
@@ -186,6 +189,12 @@ class SyntheticConfig:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
         if self.frame_format not in FRAME_FORMATS:
             raise ValueError(f"frame_format must be one of {FRAME_FORMATS}, got {self.frame_format!r}")
+        if not 0.0 <= self.morphs <= 1.0:
+            raise ValueError(f"morphs must be in [0, 1], got {self.morphs!r}")
+        if not 0.0 <= self.morph_alpha[0] <= self.morph_alpha[1] <= 1.0:
+            raise ValueError(
+                f"morph_alpha must be (lo, hi) with 0 <= lo <= hi <= 1, got {self.morph_alpha!r}"
+            )
         if self.gain_db[0] > self.gain_db[1]:
             raise ValueError(f"gain_db must be (lo, hi) with lo <= hi, got {self.gain_db!r}")
         if not 0.0 <= self.max_mouth_open <= 1.0:
@@ -193,7 +202,7 @@ class SyntheticConfig:
         if self.mouth_lag_frames < 0:
             raise ValueError(f"mouth_lag_frames must be >= 0, got {self.mouth_lag_frames!r}")
         # JSON round trips give lists: store tuples so equal configs compare equal.
-        for name in ("clip_seconds", "silence_seconds", "gain_db", "portraits"):
+        for name in ("clip_seconds", "silence_seconds", "gain_db", "portraits", "morph_alpha"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,11 +216,12 @@ class SyntheticConfig:
 
 @dataclass(frozen=True, eq=False)
 class Portrait:
-    """A portrait asset: a face-centred square crop and its facial points."""
+    """A portrait asset (or a morph of two): a face-centred square crop and its facial points."""
 
     name: str
     image: np.ndarray = field(repr=False)  # (N, N, 3) uint8 RGB
     points: Mapping[str, tuple[float, float]] = field(repr=False)  # [x, y] as fractions of the side
+    split: str = "train"  # "test": held out, never animated in train clips
 
     def resized(self, size: int) -> np.ndarray:
         """The portrait at ``size`` x ``size`` (Lanczos), cached."""
@@ -244,15 +254,49 @@ def _portrait_table() -> dict[str, Portrait]:
             image = np.asarray(im.convert("RGB")).copy()
         image.flags.writeable = False
         points = {k: (float(v[0]), float(v[1])) for k, v in entry["points"].items()}
-        table[name] = Portrait(name, image, points)
+        table[name] = Portrait(name, image, points, entry.get("split", "train"))
     return table
+
+
+#: Side at which morphs are made (then resized like any portrait).
+_MORPH_SIZE = 256
+
+
+def morph_name(host: str, other: str, alpha: float) -> str:
+    """The name of the morph of ``other``'s face into ``host`` with weight ``alpha`` (2 decimals)."""
+    return f"{host}~{other}@{alpha:.2f}"
+
+
+@functools.lru_cache(maxsize=64)
+def _morph(name: str) -> Portrait:
+    from PIL import Image
+
+    from floatalk.data.morph import morph_portraits
+
+    host, rest = name.split("~", 1)
+    other, alpha = rest.rsplit("@", 1)
+    a, b = (_portrait_table()[n] for n in (host, other))
+
+    def small(p: Portrait) -> np.ndarray:
+        return np.asarray(
+            Image.fromarray(p.image).resize((_MORPH_SIZE, _MORPH_SIZE), Image.Resampling.LANCZOS)
+        )
+
+    image, points = morph_portraits(small(a), a.points, small(b), b.points, float(alpha))
+    image.flags.writeable = False
+    return Portrait(name, image, points, "train" if a.split == b.split == "train" else "test")
+
+
+def _portrait(name: str) -> Portrait:
+    """A portrait asset by name, or a morph named by :func:`morph_name`."""
+    return _morph(name) if "~" in name else _portrait_table()[name]
 
 
 @functools.lru_cache(maxsize=32)
 def _resized_portrait(name: str, size: int) -> np.ndarray:
     from PIL import Image
 
-    image = _portrait_table()[name].image
+    image = _portrait(name).image
     if image.shape[0] != size:
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
     image = np.array(image, dtype=np.uint8, copy=True)
@@ -260,15 +304,27 @@ def _resized_portrait(name: str, size: int) -> np.ndarray:
     return image
 
 
-def load_portraits(names: tuple[str, ...] | list[str] = ()) -> list[Portrait]:
-    """The portrait assets (all, sorted by name, or those named, in that order)."""
+def load_portraits(names: tuple[str, ...] | list[str] = (), split: str | None = None) -> list[Portrait]:
+    """The portrait assets (all, sorted by name, or those named, in that order; morph names too).
+
+    ``split`` keeps only the ``"train"`` or the held-out ``"test"`` portraits.
+    """
     table = _portrait_table()
     if not names:
-        return [table[k] for k in sorted(table)]
-    unknown = [n for n in names if n not in table]
+        return [table[k] for k in sorted(table) if split is None or table[k].split == split]
+    unknown = [n for n in names if n.split("~")[0] not in table or ("~" in n and not _is_morph_name(n))]
     if unknown:
         raise InputError(f"unknown synthetic portrait(s) {unknown}; available: {', '.join(sorted(table))}")
-    return [table[n] for n in names]
+    return [p for p in map(_portrait, names) if split is None or p.split == split]
+
+
+def _is_morph_name(name: str) -> bool:
+    host, _, rest = name.partition("~")
+    other, _, alpha = rest.rpartition("@")
+    try:
+        return other in _portrait_table() and host in _portrait_table() and 0.0 <= float(alpha) <= 1.0
+    except ValueError:
+        return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -612,7 +668,7 @@ class _Basis:
 def _basis(name: str, size: int) -> _Basis:
     import torch
 
-    portrait = _portrait_table()[name]
+    portrait = _portrait(name)
     g = _Geometry(portrait.points, size)
     c = np.arange(size, dtype=np.float64) + 0.5  # pixel centres
     X, Y = np.meshgrid(c, c)
@@ -887,15 +943,25 @@ def plan_clips(config: SyntheticConfig) -> list[ClipPlan]:
 
     The last ``round(num_clips * test_fraction)`` clips (at least one when ``test_fraction > 0`` and
     there are two clips or more) are ``test`` clips and use only the reserved (``test``) speech clips;
-    train clips use only the others. Portraits, speech clips and emotions are cycled in seed-dependent
+    train clips use only the others. Likewise portraits: held-out (``test``) portraits appear only in
+    test clips (when the selection has none, test clips reuse the train portraits, with unseen speech).
+    A share ``config.morphs`` of train clips animates a morph of two train portraits
+    (:mod:`floatalk.data.morph`). Portraits, speech clips and emotions are cycled in seed-dependent
     orders so that each is used about equally often.
     """
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x5E7]))
-    portraits = [p.name for p in load_portraits(config.portraits)]
+    chosen = load_portraits(config.portraits)
+    portraits = [p.name for p in chosen if p.split == "train"]
+    held_out = [p.name for p in chosen if p.split == "test"]
+    if not portraits:
+        raise InputError("no training portraits selected: every chosen portrait is held out (split 'test')")
     speech = {s: [c.name for c in load_speech_clips(s)] for s in ("train", "test")}
     p_order = [portraits[i] for i in rng.permutation(len(portraits))]
     s_order = {s: [names[i] for i in rng.permutation(len(names))] for s, names in speech.items()}
     e_order = [EMOTIONS[i] for i in rng.permutation(len(EMOTIONS))]
+    # a second stream, so that datasets without held-out portraits or morphs keep their old plans
+    extra = np.random.default_rng(np.random.SeedSequence([config.seed, 0x5E8]))
+    t_order = [held_out[i] for i in extra.permutation(len(held_out))]
     n_test = _num_test(config)
     plans = []
     counts = {"train": 0, "test": 0}
@@ -903,12 +969,23 @@ def plan_clips(config: SyntheticConfig) -> list[ClipPlan]:
         split = "test" if i >= config.num_clips - n_test else "train"
         k = counts[split]
         counts[split] += 1
+        held = split == "test" and t_order
+        portrait = t_order[k % len(t_order)] if held else p_order[i % len(p_order)]
+        if split == "train" and config.morphs > 0 and len(portraits) > 1:
+            morph, other, alpha = (
+                extra.random(),
+                extra.integers(len(portraits) - 1),
+                extra.uniform(*config.morph_alpha),
+            )
+            if morph < config.morphs:
+                others = [n for n in portraits if n != portrait]
+                portrait = morph_name(portrait, others[int(other)], float(alpha))
         plans.append(
             ClipPlan(
                 index=i,
                 clip_id=f"syn{i:05d}",
                 split=split,
-                portrait=p_order[i % len(p_order)],
+                portrait=portrait,
                 speech=s_order[split][k % len(s_order[split])],
                 emotion=e_order[i % len(e_order)] if config.emotions else "neutral",
             )

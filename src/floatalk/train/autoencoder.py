@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import MotionAEConfig
+from ..data.augment import PairAugmentation
 from ..errors import InputError
 from ..losses import (
     PerceptualLoss,
@@ -84,6 +85,8 @@ class AutoencoderTrainConfig:
     samples_per_epoch: int | None = None  # length of the virtual dataset (default 100 per clip)
     preview_pairs: int = 4  # held-out (source, driving) pairs shown in previews
     flow_init: str = "identity"  # "identity": flow heads start at zero (identity warp); "random"
+    augment: PairAugmentation = field(default_factory=PairAugmentation)  # shared look change per pair
+    init_from: str | None = None  # weights folder or stage-1 run whose auto-encoder starts a new run
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.d_lr <= 0:
@@ -130,6 +133,13 @@ class AutoencoderTask(TrainTask):
         self.autoencoder = MotionAutoEncoder(cfg.model)
         if cfg.flow_init == "identity":
             identity_flow_init_(self.autoencoder)  # a resumed run loads its own weights over this
+        if cfg.init_from is not None:  # a fine-tuning start (again, a resumed run loads its own weights)
+            from ..weights import load_state_strict
+
+            start = load_motion_autoencoder(cfg.init_from)
+            if start.config != cfg.model:
+                raise InputError(f"init_from={cfg.init_from!r} holds a different model: {start.config}")
+            load_state_strict(self.autoencoder, start.state_dict(), str(cfg.init_from))
         # Kept for checkpoint compatibility but never used by FLOAT's decoder (noise is never fed,
         # to_rgb1 is dead): frozen, so that DDP does not wait for gradients that never come.
         for name, p in self.autoencoder.named_parameters():
@@ -289,7 +299,12 @@ def train_autoencoder(cfg: AutoencoderTrainConfig):
     if D.is_main() and scan.skipped:
         print(scan.report())
     dataset = FramePairs(
-        cfg.data, cfg.model.size, scan=scan, samples_per_epoch=cfg.samples_per_epoch, seed=cfg.train.seed
+        cfg.data,
+        cfg.model.size,
+        scan=scan,
+        samples_per_epoch=cfg.samples_per_epoch,
+        seed=cfg.train.seed,
+        augment=cfg.augment,
     )
     preview = None
     if cfg.preview_pairs > 0:

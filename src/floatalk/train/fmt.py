@@ -62,6 +62,7 @@ class FMTTrainConfig:
     autoencoder: str = ""  # stage-1 run folder or weights folder with motion_ae/ (frozen)
     audio_weights: str | None = None  # weights folder whose audio_encoder (wav2vec2) to start from
     emotion_weights: str | None = None  # weights folder with an emotion classifier; None = labels
+    init_from: str | None = None  # weights folder whose fmt and audio_encoder start a new run
     train: TrainingConfig = field(default_factory=_train_defaults)
     model: FMTConfig = field(default_factory=_fmt_defaults)
     audio: AudioEncoderConfig = field(default_factory=_audio_defaults)
@@ -195,6 +196,12 @@ class FMTTask(TrainTask):
     def __init__(self, cfg: FMTTrainConfig, audio_encoder: AudioEncoder):
         self.cfg = cfg
         self.fmt = FlowMatchingTransformer(cfg.model)
+        if cfg.init_from is not None:  # a fine-tuning start; a resumed run loads its own weights over it
+            from ..weights import load_component_state, load_state_strict
+
+            load_state_strict(self.fmt, load_component_state(cfg.init_from, "fmt"), str(cfg.init_from))
+            state = load_component_state(cfg.init_from, "audio_encoder")
+            load_state_strict(audio_encoder, state, str(cfg.init_from))
         self.audio_encoder = audio_encoder.freeze_pretrained_()
         self.objective: TrainingObjective = flow_matching_objective(cfg)
 
