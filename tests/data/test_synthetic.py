@@ -83,7 +83,9 @@ def test_plan_splits_never_share_speech() -> None:
     assert not {p.speech for p in test} & {p.speech for p in train}
     reserved = {s.name for s in syn.load_speech_clips("test")}
     assert {p.speech for p in test} <= reserved and not {p.speech for p in train} & reserved
-    assert {p.portrait for p in plans} == {p.name for p in syn.load_portraits()}
+    # held-out portraits only in test clips, and every portrait used
+    assert {p.portrait for p in train} == {p.name for p in syn.load_portraits(split="train")}
+    assert {p.portrait for p in test} == {p.name for p in syn.load_portraits(split="test")}
     assert {p.emotion for p in plans} == set(syn.EMOTIONS)
     assert {p.emotion for p in syn.plan_clips(dataclasses.replace(cfg, emotions=False))} == {"neutral"}
     assert syn.plan_clips(syn.SyntheticConfig(num_clips=1, test_fraction=0.5))[0].split == "train"
@@ -176,9 +178,11 @@ def test_mouth_opening_is_local_and_visible() -> None:
         assert diff[mouth].mean() > 40, portrait.name  # clearly visible
         assert diff[mouth].mean() > 5 * diff[~mouth].mean(), portrait.name
         assert diff[eyes].max() == 0, portrait.name
-        # the opened mouth shows a dark interior
-        dark = [int((f[mouth].sum(axis=-1) < 150).sum()) for f in frames]
-        assert dark[1] > dark[0] + 20, (portrait.name, dark)
+        # the opened mouth shows a dark interior: where the pixels changed, the darkest tenth of them
+        # is clearly darker than the skin and lips were there before (unless that was near black already)
+        changed = mouth & (diff > 60)
+        before, after = (np.percentile(f[changed].sum(axis=-1), 10) for f in frames)
+        assert changed.sum() > 20 and (after < 0.7 * before or before < 100), (portrait.name, before, after)
 
 
 def test_blink_changes_eye_pixels_only() -> None:
