@@ -182,3 +182,36 @@ def test_identity_flow_init_starts_every_level_at_the_identity_warp():
     assert all(h.conv.weight.detach().abs().max().item() > 0 for h in task.autoencoder.dec.to_flows)
     with pytest.raises(ValueError, match="flow_init"):
         AutoencoderTrainConfig(flow_init="zeros")
+
+
+def test_init_from_starts_from_those_weights_and_refuses_another_model(data, tmp_path, capsys):
+    from floatalk.train.autoencoder import load_motion_autoencoder
+
+    first = tmp_path / "first"
+    assert train(data, first, "train.max_steps=3", "train.ema_decay=0") == 0
+    start = load_motion_autoencoder(first)
+    # zero steps after the start: the new run's weights are the first run's
+    second = tmp_path / "second"
+    assert (
+        train(data, second, "train.max_steps=1", "lr=1e-12", "train.ema_decay=0", f"init_from={first}") == 0
+    )
+    tuned = load_motion_autoencoder(second)
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    fresh = tmp_path / "fresh"
+    assert train(data, fresh, "train.max_steps=1", "lr=1e-12", "train.ema_decay=0") == 0
+    assert not torch.allclose(
+        load_motion_autoencoder(fresh).state_dict()["enc.fc.0.weight"], start.state_dict()["enc.fc.0.weight"]
+    )
+    capsys.readouterr()
+    assert (
+        train(data, tmp_path / "other", "train.max_steps=1", f"init_from={first}", "model.motion_dim=6") == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "init_from" in err and len(err.splitlines()) == 1
+
+
+def test_augmented_pairs_train(data, tmp_path):
+    out = tmp_path / "aug"
+    assert train(data, out, "train.max_steps=4", "augment.enabled=true") == 0
+    assert all(np.isfinite(m["l1"]) for m in metrics(out))

@@ -214,3 +214,19 @@ def test_missing_autoencoder_is_one_line(stage1, tmp_path, capsys):
     args = ["train", "fmt", "--config", str(CONFIGS / "fmt-tiny.yaml"), f"data={data}"]
     assert cli_main([*args, f"autoencoder={tmp_path / 'nope'}", f"train.output_dir={tmp_path / 'r'}"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_init_from_starts_from_an_exported_model(stage1, tmp_path):
+    from floatalk.weights import load_component_state
+
+    out = tmp_path / "run"
+    assert train(stage1, out, "train.max_steps=2") == 0
+    assert cli_main(["export", str(out), str(tmp_path / "weights")]) == 0
+    tuned = tmp_path / "tuned"
+    assert train(stage1, tuned, "train.max_steps=1", "lr=1e-12", f"init_from={tmp_path / 'weights'}") == 0
+    assert cli_main(["export", str(tuned), str(tmp_path / "weights2")]) == 0
+    for component in ("fmt", "audio_encoder"):
+        a = load_component_state(tmp_path / "weights", component)
+        b = load_component_state(tmp_path / "weights2", component)
+        assert a.keys() == b.keys()
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), component
