@@ -475,3 +475,24 @@ def test_stage1_loss_weights():
         Stage1LossWeights(gan=-1.0)
     with pytest.raises(ValueError):
         Stage1LossWeights(r1_every=0)
+
+
+def test_laplacian_l1_weighs_detail_and_is_zero_only_for_equal_images():
+    from floatalk.losses.laplacian import laplacian_l1, laplacian_pyramid
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 32, 32, generator=g)
+    bands = laplacian_pyramid(image, 3)
+    assert [b.shape[-1] for b in bands] == [32, 16, 8, 4]
+    # the pyramid is complete: collapsing it gives the image back
+    rebuilt = bands[-1]
+    for band in reversed(bands[:-1]):
+        rebuilt = band + torch.nn.functional.interpolate(
+            rebuilt, size=band.shape[-2:], mode="bilinear", align_corners=False
+        )
+    assert torch.allclose(rebuilt, image, atol=1e-6)
+    assert float(laplacian_l1(image, image)) == 0.0
+    blurred = torch.nn.functional.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False)
+    shifted = image + (blurred - image).abs().mean()  # the same mean pixel error, no detail lost
+    assert float((blurred - image).abs().mean()) == pytest.approx(float((shifted - image).abs().mean()))
+    assert float(laplacian_l1(blurred, image)) > 1.3 * float(laplacian_l1(shifted, image))

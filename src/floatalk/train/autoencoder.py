@@ -37,6 +37,7 @@ from ..losses import (
     load_vgg19,
     roi_crop,
 )
+from ..losses.laplacian import laplacian_l1
 from ..models.discriminator import ComponentDiscriminator, MultiScaleDiscriminator
 from ..models.motion_ae import MotionAutoEncoder
 from .config import TrainingConfig, config_from_dict
@@ -74,6 +75,7 @@ class AutoencoderTrainConfig:
     losses: Stage1LossWeights = field(default_factory=Stage1LossWeights)
     vgg_weights: str | None = None  # local vgg19-dcbb9e9d.pth; None = perceptual terms off (warned)
     component_l1: float = 0.0  # extra L1 on eye / mouth boxes (ours; useful without VGG)
+    laplacian_l1: float = 0.0  # Laplacian-pyramid L1 on the whole frame (ours; sharper without VGG)
     lr: float = 2e-4  # Adam, generator (paper: 2e-4)
     d_lr: float = 2e-4  # Adam, discriminators
     betas: tuple[float, float] = (0.5, 0.99)
@@ -91,8 +93,8 @@ class AutoencoderTrainConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.d_lr <= 0:
             raise ValueError("lr and d_lr must be > 0")
-        if self.component_l1 < 0 or self.adversarial_start < 0:
-            raise ValueError("component_l1 and adversarial_start must be >= 0")
+        if self.component_l1 < 0 or self.laplacian_l1 < 0 or self.adversarial_start < 0:
+            raise ValueError("component_l1, laplacian_l1 and adversarial_start must be >= 0")
         if self.component_crop < 8 or self.component_crop % 4:
             raise ValueError("component_crop must be a multiple of 4 and >= 8")
         if self.flow_init not in ("identity", "random"):
@@ -218,6 +220,9 @@ class AutoencoderTask(TrainTask):
             if cfg.component_l1 > 0:
                 comp_l1 = reconstruction_l1(fake_eyes, real_eyes) + reconstruction_l1(fake_mouth, real_mouth)
                 extra = cfg.component_l1 * comp_l1
+            if cfg.laplacian_l1 > 0:
+                terms_lap = laplacian_l1(fake, driving)
+                extra = extra + cfg.laplacian_l1 * terms_lap
             if adversarial:
                 disc, eye_disc, mouth_disc = discs
                 terms["gan"] = g_nonsaturating_loss(disc(fake))
@@ -239,7 +244,9 @@ class AutoencoderTask(TrainTask):
         logs: dict[str, float | Tensor] = {k: v.detach() for k, v in terms.items()}
         logs["g_loss"] = g_loss.detach()
         if cfg.component_l1 > 0:
-            logs["component_l1"] = (extra / cfg.component_l1).detach()
+            logs["component_l1"] = comp_l1.detach()
+        if cfg.laplacian_l1 > 0:
+            logs["laplacian_l1"] = terms_lap.detach()
         if not adversarial:
             return logs
 
