@@ -26,12 +26,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
-# A shipped portrait speaks a shipped speech clip (held out from training) with the demo weights
-# (src/floatalk/assets/demo_weights: a small model trained here on synthetic data, see README).
-DEMO_IMAGE ?= src/floatalk/assets/portraits/obama.jpg
+# A shipped portrait and a shipped speech clip, both held out from training (the model never saw this
+# face nor heard this speech), with the demo weights (src/floatalk/assets/demo_weights: a small model
+# trained here on synthetic data, see README). The portrait is already a crop: --no-crop.
+DEMO_IMAGE ?= src/floatalk/assets/portraits/pexels_piacquadio.jpg
 DEMO_AUDIO ?= src/floatalk/assets/speech/librivox_0930.flac
 demo: $(STAMP)
-	$(VENV)/bin/floatalk generate --image $(DEMO_IMAGE) --audio $(DEMO_AUDIO) --seed 0 --size 256 -o demo.mp4
+	$(VENV)/bin/floatalk generate --image $(DEMO_IMAGE) --no-crop --audio $(DEMO_AUDIO) --seed 0 --size 256 -o demo.mp4
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -8,7 +8,8 @@ moves with the speech.
 
 from __future__ import annotations
 
-import numpy as np
+import importlib.util
+
 import pytest
 
 from floatalk.cli import main as cli_main
@@ -16,7 +17,7 @@ from floatalk.io import read_video_frames, read_video_info
 from floatalk.weights import DEMO_WEIGHTS, WEIGHTS_ENV, load_model, resolve_weights
 
 ASSETS = DEMO_WEIGHTS.parent
-PORTRAIT = ASSETS / "portraits" / "obama.jpg"
+PORTRAIT = ASSETS / "portraits" / "pexels_piacquadio.jpg"  # held out: never animated in training
 HELD_OUT_SPEECH = ASSETS / "speech" / "librivox_0930.flac"  # split "test": never seen in training
 
 
@@ -37,6 +38,7 @@ def test_demo_video_shows_a_face_whose_mouth_follows_held_out_speech(tmp_path, m
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     out = tmp_path / "demo.mp4"
     argv = ["generate", "--image", str(PORTRAIT), "--audio", str(HELD_OUT_SPEECH), "--seed", "0", "-q"]
+    argv.append("--no-crop")  # the asset is already a crop framed as `generate` frames a photo
     assert cli_main([*argv, "--size", "128", "-o", str(out)]) == 0
     assert "neutral" in capsys.readouterr().out  # no emotion classifier: neutral, with a notice
     info = read_video_info(out)
@@ -46,6 +48,12 @@ def test_demo_video_shows_a_face_whose_mouth_follows_held_out_speech(tmp_path, m
     assert frames.std(axis=0).mean() > 1.0  # the face moves
     report = evaluate_lipsync(out)
     assert report.face_found_fraction > 0.9
-    # measured when the weights were committed: r = 0.83 (make demo, 256²); with the speech zeroed, ~0.1
-    assert report.r_envelope > 0.3
-    assert np.isfinite(report.r_envelope)
+    # measured when the weights were committed: r = 0.89 here; the first demo model (four training
+    # portraits) scored -0.04 on this unseen face (docs/training.md)
+    assert report.r_envelope > 0.6
+    if importlib.util.find_spec("dlib") is not None:
+        from floatalk.evaluate import evaluate_identity
+
+        identity = evaluate_identity(PORTRAIT, out, every=4)
+        # measured: 0.58 (dlib's same-person threshold is 0.6; two people are 0.69-0.85 apart)
+        assert identity.median_distance < 0.65
