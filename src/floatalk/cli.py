@@ -7,7 +7,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import InputError
@@ -320,25 +320,34 @@ class Progress:
             self.bar.close()
 
 
+def _report(args: argparse.Namespace, measure: Any, **bar: Any) -> int:
+    """Run ``measure(progress)`` under a progress bar, print its report's summary, write its JSON."""
+    bar_ = Progress(args.quiet, **bar)
+    try:
+        report = measure(bar_.update)
+    finally:
+        bar_.close()
+    print(report.summary())
+    _write_json(args.json, report.to_dict())
+    return 0
+
+
 def _evaluate_lipsync(args: argparse.Namespace) -> int:
     from .evaluate.lipsync import evaluate_lipsync
 
     _check_json_out(args.json)
-    bar = Progress(args.quiet, unit="frame", desc="measuring", leave=False)
-    try:
-        report = evaluate_lipsync(
+
+    def measure(progress: Any) -> Any:
+        return evaluate_lipsync(
             args.video,
             args.audio,
             args.reference,
             max_lag=args.max_lag,
             normalise=args.normalise,
-            progress=bar.update,
+            progress=progress,
         )
-    finally:
-        bar.close()
-    print(report.summary())
-    _write_json(args.json, report.to_dict())
-    return 0
+
+    return _report(args, measure, unit="frame", desc="measuring", leave=False)
 
 
 def _evaluate_synthetic(args: argparse.Namespace) -> int:
@@ -348,9 +357,9 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
     if args.max_clips is not None and args.max_clips < 1:
         raise InputError(f"--max-clips must be >= 1, got {args.max_clips}")
     device = _pick_device(args.device)
-    bar = Progress(args.quiet, unit="clip", desc="evaluating")
-    try:
-        report = evaluate_synthetic_lipsync(
+
+    def measure(progress: Any) -> Any:
+        return evaluate_synthetic_lipsync(
             args.weights,
             args.data,
             split=args.split,
@@ -362,35 +371,29 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
             device=device,
             videos_dir=args.videos,
             clips=args.max_clips,
-            progress=bar.update,
+            progress=progress,
         )
-    finally:
-        bar.close()
-    print(report.summary())
-    _write_json(args.json, report.to_dict())
-    return 0
+
+    return _report(args, measure, unit="clip", desc="evaluating")
 
 
 def _evaluate_identity(args: argparse.Namespace) -> int:
     from .evaluate.identity import evaluate_identity
 
     _check_json_out(args.json)
-    bar = Progress(args.quiet, unit="frame", desc="measuring", leave=False)
-    try:
-        report = evaluate_identity(
+
+    def measure(progress: Any) -> Any:
+        return evaluate_identity(
             args.image,
             args.video,
             every=args.every,
             max_frames=args.max_frames,
             ceiling_size=args.ceiling_size,
             crop=args.crop,
-            progress=bar.update,
+            progress=progress,
         )
-    finally:
-        bar.close()
-    print(report.summary())
-    _write_json(args.json, report.to_dict())
-    return 0
+
+    return _report(args, measure, unit="frame", desc="measuring", leave=False)
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
