@@ -9,6 +9,16 @@ from floatalk.config import preset
 from floatalk.models.float_model import FloatModel
 
 
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run the CLI on ``argv``; assert exit 2 with one ``floatalk: error:`` line on stderr; return it."""
+    from floatalk.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("floatalk: error: ") and "\n" not in err, err
+    return err
+
+
 def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
     """Give every parameter random N(0, std) values (the adaLN-Zero init makes FMT outputs 0)."""
     g = torch.Generator().manual_seed(seed)

@@ -18,6 +18,7 @@ from PIL import Image
 
 import floatalk
 import floatalk.evaluate
+from conftest import one_line_error
 from floatalk.cli import main
 from floatalk.errors import InputError
 from floatalk.evaluate import (
@@ -74,13 +75,6 @@ def videos(portraits, tmp_path_factory) -> dict[str, Path]:
         "obama": _write_video(root / "obama.mp4", [obama, obama, obama, grey, noise, obama]),
         "biden": _write_video(root / "biden.mp4", [biden, biden, biden]),
     }
-
-
-def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("floatalk: error: ") and "\n" not in err, err
-    return err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,10 +255,10 @@ def test_cli_bad_inputs_are_one_line_and_write_nothing(describer, videos, tmp_pa
         "--ceiling-size": ["--image", portrait, video, "--ceiling-size", "0"],
     }
     for expected, args in cases.items():
-        err = _one_line_error(capsys, ["evaluate", "identity", *args, "--json", str(out), "-q"])
+        err = one_line_error(capsys, ["evaluate", "identity", *args, "--json", str(out), "-q"])
         assert expected in err, (expected, err)
         assert not out.exists()
-    err = _one_line_error(
+    err = one_line_error(
         capsys, ["evaluate", "identity", "--image", portrait, video, "--json", str(tmp_path)]
     )
     assert "is a directory" in err

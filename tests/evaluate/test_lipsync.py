@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import floatalk.evaluate
+from conftest import one_line_error
 from floatalk.cli import main
 from floatalk.errors import InputError
 from floatalk.evaluate import (
@@ -70,13 +71,6 @@ def _write_wav(path: Path, x: np.ndarray) -> Path:
         w.setframerate(SR)
         w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
     return path
-
-
-def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("floatalk: error: ") and "\n" not in err, err
-    return err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,21 +275,21 @@ def test_end_to_end_audio_following_the_mouth(carphone_track, tmp_path: Path, ca
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
-    err = _one_line_error(capsys, ["evaluate", "lipsync", str(tmp_path / "missing.mp4")])
+    err = one_line_error(capsys, ["evaluate", "lipsync", str(tmp_path / "missing.mp4")])
     assert "does not exist" in err
     wav = _write_wav(tmp_path / "speech.wav", _bursts(1.0, [(0.2, 0.6)]))
-    assert "no video track" in _one_line_error(capsys, ["evaluate", "lipsync", str(wav)])
+    assert "no video track" in one_line_error(capsys, ["evaluate", "lipsync", str(wav)])
     # A video of noise (no face) with a sound track.
     noise = np.random.default_rng(0).integers(0, 256, (15, 64, 64, 3), dtype=np.uint8)
     faceless = tmp_path / "noise.mp4"
     with VideoWriter(faceless, 64, 64, fps=FPS, audio=_bursts(0.6, [(0.1, 0.3)]), sample_rate=SR) as w:
         w.write(noise)
-    err = _one_line_error(capsys, ["evaluate", "lipsync", str(faceless), "--max-lag", "-1"])
+    err = one_line_error(capsys, ["evaluate", "lipsync", str(faceless), "--max-lag", "-1"])
     assert "--max-lag" in err
-    err = _one_line_error(capsys, ["evaluate", "lipsync", str(faceless), "--reference", str(tmp_path)])
+    err = one_line_error(capsys, ["evaluate", "lipsync", str(faceless), "--reference", str(tmp_path)])
     assert "no tracks.npz" in err
     if importlib.util.find_spec("mediapipe") is not None:
-        assert "no face found" in _one_line_error(capsys, ["evaluate", "lipsync", str(faceless), "-q"])
+        assert "no face found" in one_line_error(capsys, ["evaluate", "lipsync", str(faceless), "-q"])
     if CARPHONE is not None:  # a real video without sound, and no --audio
-        err = _one_line_error(capsys, ["evaluate", "lipsync", str(CARPHONE)])
+        err = one_line_error(capsys, ["evaluate", "lipsync", str(CARPHONE)])
         assert "no audio track" in err and "--audio" in err

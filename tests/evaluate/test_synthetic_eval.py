@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize_
+from conftest import one_line_error, randomize_
 from floatalk.cli import main
 from floatalk.config import preset
 from floatalk.data.layout import clip_dir, list_clips
@@ -183,34 +183,27 @@ def test_mean_min_and_pooled_over_clips(world, monkeypatch) -> None:
     assert report.num_nan == report.num_no_face == 0
 
 
-def _one_line_error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("floatalk: error: ") and "\n" not in err, err
-    return err
-
-
 def test_bad_datasets_are_one_line_errors(world, tmp_path, capsys) -> None:
     data, weights = world
     base = ["evaluate", "synthetic", "--weights", str(weights), "-q", "--device", "cpu"]
-    err = _one_line_error(capsys, [*base, str(tmp_path / "missing")])
+    err = one_line_error(capsys, [*base, str(tmp_path / "missing")])
     assert "does not exist" in err and "prepare --synthetic" in err
-    assert "no dataset.json" in _one_line_error(capsys, [*base, str(tmp_path)])
+    assert "no dataset.json" in one_line_error(capsys, [*base, str(tmp_path)])
 
     no_test = tmp_path / "no_test"
     write_synthetic_dataset(no_test, SyntheticConfig(size=16, num_clips=1, clip_seconds=(0.2, 0.2)))
-    err = _one_line_error(capsys, [*base, str(no_test)])
+    err = one_line_error(capsys, [*base, str(no_test)])
     assert "no clips in the 'test' split" in err and "--split train" in err
 
     no_tracks = tmp_path / "no_tracks"
     shutil.copytree(data, no_tracks)
     (clip_dir(no_tracks, list_clips(no_tracks, "test")[0].clip_id) / "tracks.npz").unlink()
-    err = _one_line_error(capsys, [*base, str(no_tracks)])
+    err = one_line_error(capsys, [*base, str(no_tracks)])
     assert "no tracks.npz" in err and "synthetic" in err
 
-    assert "--max-clips" in _one_line_error(capsys, [*base, str(data), "--max-clips", "0"])
-    assert "nfe" in _one_line_error(capsys, [*base, str(data), "--nfe", "0"])
-    err = _one_line_error(capsys, [*base, str(data), "--json", str(tmp_path / "nodir" / "r.json")])
+    assert "--max-clips" in one_line_error(capsys, [*base, str(data), "--max-clips", "0"])
+    assert "nfe" in one_line_error(capsys, [*base, str(data), "--nfe", "0"])
+    err = one_line_error(capsys, [*base, str(data), "--json", str(tmp_path / "nodir" / "r.json")])
     assert "--json" in err
     assert not list(tmp_path.glob("**/*.mp4"))
 

@@ -312,7 +312,7 @@ def load_portraits(names: tuple[str, ...] | list[str] = (), split: str | None = 
     table = _portrait_table()
     if not names:
         return [table[k] for k in sorted(table) if split is None or table[k].split == split]
-    unknown = [n for n in names if n.split("~")[0] not in table or ("~" in n and not _is_morph_name(n))]
+    unknown = [n for n in names if not (_is_morph_name(n) if "~" in n else n in table)]
     if unknown:
         raise InputError(f"unknown synthetic portrait(s) {unknown}; available: {', '.join(sorted(table))}")
     return [p for p in map(_portrait, names) if split is None or p.split == split]

@@ -221,8 +221,8 @@ class AutoencoderTask(TrainTask):
                 comp_l1 = reconstruction_l1(fake_eyes, real_eyes) + reconstruction_l1(fake_mouth, real_mouth)
                 extra = cfg.component_l1 * comp_l1
             if cfg.laplacian_l1 > 0:
-                terms_lap = laplacian_l1(fake, driving)
-                extra = extra + cfg.laplacian_l1 * terms_lap
+                lap = laplacian_l1(fake, driving)
+                extra = extra + cfg.laplacian_l1 * lap
             if adversarial:
                 disc, eye_disc, mouth_disc = discs
                 terms["gan"] = g_nonsaturating_loss(disc(fake))
@@ -246,7 +246,7 @@ class AutoencoderTask(TrainTask):
         if cfg.component_l1 > 0:
             logs["component_l1"] = comp_l1.detach()
         if cfg.laplacian_l1 > 0:
-            logs["laplacian_l1"] = terms_lap.detach()
+            logs["laplacian_l1"] = lap.detach()
         if not adversarial:
             return logs
 
