@@ -84,7 +84,13 @@ def silence_openings(video: Path, speech: Path, portrait: Path) -> dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", action="append", required=True, metavar="LABEL=DIR")
+    parser.add_argument(
+        "--weights",
+        action="append",
+        required=True,
+        metavar="LABEL=DIR[,no-detail]",
+        help="a weights folder to evaluate (repeatable); ',no-detail' generates with --no-detail",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--size", type=int, default=256, help="output side (floatalk generate --size)")
     parser.add_argument("--seed", type=int, default=0)
@@ -111,8 +117,13 @@ def main() -> None:
     results: dict[str, dict] = {}
     for spec in args.weights:
         label, _, folder = spec.partition("=")
+        folder, _, flag = folder.partition(",")
+        if flag not in ("", "no-detail"):
+            parser.error(f"unknown weights flag {flag!r} in {spec!r}; the only one is no-detail")
         pipe = FloatPipeline.from_pretrained(folder)
-        options = GenerateOptions(seed=args.seed, output_size=args.size, crop=args.crop)
+        options = GenerateOptions(
+            seed=args.seed, output_size=args.size, crop=args.crop, detail=flag != "no-detail"
+        )
         if args.nfe is not None:
             options = options.replace(nfe=args.nfe)
         clips = []
@@ -170,6 +181,7 @@ def main() -> None:
             }
         results[label] = {
             "weights": folder,
+            "detail": options.detail,
             "clips": clips,
             "portraits": per_portrait,
             "identity_median_of_portraits": float(

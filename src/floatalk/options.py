@@ -65,9 +65,15 @@ class GenerateOptions:
     )
     output_size: int | None = _option(
         None,
-        "resize the output frames to N x N (bicubic; default: the model's size, 512 for the release)",
+        "side N of the output frames (default: the model's size, at least 256; 512 for the release)",
         flag="--size",
         metavar="N",
+    )
+    detail: bool = _option(
+        True,
+        "upscale frames larger than the model's with bicubic only, not with the portrait's own detail "
+        "carried along the model's motion (floatalk.detail)",
+        flag="--no-detail",
     )
 
     def replace(self, **changes: Any) -> GenerateOptions:
@@ -138,7 +144,7 @@ class GenerateOptions:
             or not 16 <= self.output_size <= 4096
         ):
             raise InputError(f"size must be an integer from 16 to 4096, got {self.output_size!r}")
-        for name in ("crop", "zero_audio"):
+        for name in ("crop", "zero_audio", "detail"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
         try:

@@ -9,7 +9,8 @@ consumer that pushes speech in chunks and samples one window at a time):
 4. `emotion_probs`     speech -> w_e (predicted), or one-hot for a forced label (emotion redirection)
 5. `sampler` / `iter_motion`  windowed flow-matching sampling of w_{r->D}^{1:T}  (FMT + ODE + Eq. 14)
 6. `edit_motion`       lambda-control along the learned orthonormal basis (Eq. 15)
-7. `iter_frames`       D(w_{S->r} + w_{r->D}^t) decoded as a stream (Eq. 8, 10)
+7. `iter_frames`       D(w_{S->r} + w_{r->D}^t) decoded as a stream (Eq. 8, 10); frames larger
+                       than the model's carry the portrait's own detail (floatalk.detail)
 
 End to end: `generate` (frames as they are decoded) and `write_video` (an MP4), both validated
 once at this boundary (GenerateOptions.validate: InputError) and both returning a
@@ -36,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .chunking import FrameChunk, frame_chunks
+from .detail import detail_cutoff, transfer_detail
 from .errors import InputError
 from .flow.guidance import IncrementalGuidance
 from .flow.sampler import MotionSampler, WindowSample, fmt_velocity
@@ -50,6 +52,8 @@ from .weights import load_model
 __all__ = ["AudioEncoding", "FloatPipeline", "Generation", "GenerationResult"]
 
 _DEFAULTS = GenerateOptions()
+# smallest default output side: a small model's frames are upscaled to it (with floatalk.detail)
+MIN_OUTPUT_SIZE = 256
 
 
 @dataclass
@@ -206,6 +210,22 @@ class FloatPipeline:
 
         A (1, 3, size, size) tensor is taken as already prepared.
         """
+        return self._prepare_portraits(image, options, None)[0]
+
+    def output_size(self, options: GenerateOptions = _DEFAULTS) -> int:
+        """Side of the written frames: --size, else the model's own size but at least MIN_OUTPUT_SIZE."""
+        return options.output_size or max(self.image_size, MIN_OUTPUT_SIZE)
+
+    def _detail_size(self, options: GenerateOptions) -> int | None:
+        """The output side when source detail transfer applies (detail on, frames larger than the model's)."""
+        size = self.output_size(options)
+        return size if options.detail and size > self.image_size else None
+
+    def _prepare_portraits(
+        self, image: Any, options: GenerateOptions, detail_size: int | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The model's input (1, 3, size, size) and, when detail_size is given, the same crop at that
+        side for floatalk.detail (None for an already prepared tensor: there is nothing sharper)."""
         from .io.image import image_to_tensor, load_image
 
         size = self.image_size
@@ -214,15 +234,21 @@ class FloatPipeline:
                 raise InputError(
                     f"image tensor must be (1, 3, {size}, {size}) in [-1, 1], got {tuple(image.shape)}"
                 )
-            return image
+            return image, None
         array = load_image(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
             raise InputError(f"image array must be (H, W, 3) uint8 RGB, got {array.dtype} {array.shape}")
-        if options.crop:
-            from .face import crop_portrait
+        if not options.crop:
+            detail = image_to_tensor(array, detail_size) if detail_size else None
+            return image_to_tensor(array, size), detail
+        from .face import crop_face, select_face
 
-            array = crop_portrait(array, size=size, face_index=options.face_index, fill=options.crop_fill)
-        return image_to_tensor(array, size)
+        box = select_face(array, options.face_index)
+        model_input = image_to_tensor(crop_face(array, box, size=size, fill=options.crop_fill), size)
+        if not detail_size:
+            return model_input, None
+        crop = crop_face(array, box, size=detail_size, fill=options.crop_fill)
+        return model_input, image_to_tensor(crop, detail_size)
 
     def load_speech(self, audio: Any) -> SpeechAudio:
         """Path (any audio, or a video's sound) or mono float waveform at `sample_rate` -> SpeechAudio."""
@@ -411,19 +437,32 @@ class FloatPipeline:
 
     @torch.inference_mode()
     def iter_frames(
-        self, source: SourceEncoding, latents: Tensor, batch_size: int | None = None
+        self,
+        source: SourceEncoding,
+        latents: Tensor,
+        batch_size: int | None = None,
+        detail: Tensor | None = None,
     ) -> Iterator[Tensor]:
         """Decode motion latents (T, d) into frames, yielded in batches (n, 3, size, size), unclamped.
 
         batch_size defaults to 1 on CPU (fastest there, and bit-identical to the released
-        per-frame decoding) and 8 elsewhere.
+        per-frame decoding) and 8 elsewhere. With `detail`, the portrait (1, 3, H, H) at an output
+        side H > size, the frames come out at H x H with its detail carried in (floatalk.detail).
         """
         if batch_size is None:
             batch_size = 1 if self.device.type == "cpu" else 8
         assert batch_size >= 1, batch_size
+        ae = self.model.motion_ae
+        if detail is not None:
+            detail = detail.to(self.device, self.dtype)
+            cutoff = detail_cutoff(self.image_size)
         for i in range(0, latents.shape[0], batch_size):
             chunk = latents[i : i + batch_size].to(self.device, self.dtype)
-            yield self.model.motion_ae.decode(source, chunk)
+            if detail is None:
+                yield ae.decode(source, chunk)
+            else:
+                frames, grid = ae.decode_with_warp(source, chunk)
+                yield transfer_detail(frames, grid, detail, cutoff)
 
     # ---------------------------------------------------------------------------------------------
     # End to end
@@ -450,7 +489,7 @@ class FloatPipeline:
             options: GenerateOptions; or give its fields as keyword arguments (`changes`, applied on
                 top of `options`): emotion, emotion_scale, audio_scale, nfe, solver, seed, crop,
                 face_index, crop_fill, motion_edits ({k: delta} or pairs), motion_scale,
-                decode_batch_size, zero_audio, output_size.
+                decode_batch_size, zero_audio, output_size, detail.
             motion: saved motion latents (T, d) to render instead of sampling (io.latents).
             noise: the initial noise of every window, (W * L, d) or (1, W * L, d) with
                 W = ceil(T / L) windows of L frames, instead of noise drawn from the seed.
@@ -467,12 +506,12 @@ class FloatPipeline:
         start = time.perf_counter()
         result = GenerationResult(fps=self.fps)
         timer = _StageTimer(result.stage_seconds)
-        image_tensor = self.prepare_portrait(image, options)
+        image_tensor, detail = self._prepare_portraits(image, options, self._detail_size(options))
         timer.tick("crop")
         speech = self.load_speech(audio)
         timer.tick("audio load")
         return self._run(
-            image_tensor, speech, options, result, timer, start, motion, noise, on_motion, progress
+            image_tensor, detail, speech, options, result, timer, start, motion, noise, on_motion, progress
         )
 
     def write_video(
@@ -531,6 +570,7 @@ class FloatPipeline:
     def _run(
         self,
         image: Tensor,
+        detail: Tensor | None,
         speech: SpeechAudio,
         options: GenerateOptions,
         result: GenerationResult,
@@ -581,13 +621,16 @@ class FloatPipeline:
                     noise=noise,
                 )
             )
-        size = options.output_size or self.image_size
-        frames = self._frames(source, windows, options, result, timer, total, on_motion, progress, start)
+        size = self.output_size(options)
+        frames = self._frames(
+            source, detail, windows, options, result, timer, total, on_motion, progress, start
+        )
         return Generation(frames, result, size, speech, start)
 
     def _frames(
         self,
         source: SourceEncoding,
+        detail: Tensor | None,
         windows: Iterator[Tensor],
         options: GenerateOptions,
         result: GenerationResult,
@@ -606,10 +649,11 @@ class FloatPipeline:
             if on_motion is not None:
                 sampled.append(latents.cpu())
             latents = self.edit_motion(latents, source, edits, options.motion_scale)
-            for frames in self.iter_frames(source, latents, options.decode_batch_size):
+            size = self.output_size(options)
+            for frames in self.iter_frames(source, latents, options.decode_batch_size, detail):
                 out = frames_to_uint8(frames)
-                if options.output_size is not None and options.output_size != out.shape[1]:
-                    out = resize_frames(out, options.output_size)
+                if out.shape[1] != size:
+                    out = resize_frames(out, size)
                 timer.tick("decoding")
                 result.num_frames += out.shape[0]
                 if progress is not None:

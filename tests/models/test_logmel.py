@@ -196,12 +196,12 @@ def test_generate_end_to_end_without_emotion_model(logmel_model):
     pipe = FloatPipeline(logmel_model)
     image = torch.rand(1, 3, 32, 32) * 2 - 1
     wave = _speech(0.7)
-    run = pipe.generate(image, wave, GenerateOptions(nfe=2, seed=0))
+    run = pipe.generate(image, wave, GenerateOptions(nfe=2, seed=0, output_size=32))
     video = np.concatenate(list(run))
     assert video.shape == (18, 32, 32, 3) and video.dtype == np.uint8  # ceil(0.7 s * 25)
     assert "neutral" in run.result.notices[0] and run.result.emotion == "auto (neutral)"
     assert run.result.num_frames == 18 and run.result.seed == 0
-    again = np.concatenate(list(pipe.generate(image, wave, nfe=2, seed=0)))
+    again = np.concatenate(list(pipe.generate(image, wave, nfe=2, seed=0, output_size=32)))
     assert np.array_equal(video, again)
     # the speech conditions the motion
     audio = pipe.encode_audio(wave)

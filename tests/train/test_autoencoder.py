@@ -98,7 +98,9 @@ def test_export_and_generate_with_trained_autoencoder(data, tmp_path):
     trained = load_motion_autoencoder(out)
     for k, v in trained.state_dict().items():
         assert torch.equal(v, pipe.model.motion_ae.state_dict()[k]), k
-    frames = np.concatenate(list(pipe.generate(torch.zeros(1, 3, 32, 32), np.zeros(8000, np.float32))))
+    frames = np.concatenate(
+        list(pipe.generate(torch.zeros(1, 3, 32, 32), np.zeros(8000, np.float32), output_size=32))
+    )
     assert frames.shape == (13, 32, 32, 3)
     scores = evaluate_reconstruction(trained, data, pairs=4)
     assert np.isfinite(scores["l1"]) and scores["copy_l1"] > 0

@@ -197,7 +197,7 @@ def test_export_gives_a_working_model(stage1, tmp_path):
     pipe = FloatPipeline.from_pretrained(tmp_path / "weights")
     assert pipe.model.emotion is None and pipe.config.audio.frontend == "logmel"
     wave = np.random.default_rng(0).normal(0, 0.1, 12000).astype(np.float32)
-    frames = np.concatenate(list(pipe.generate(torch.zeros(1, 3, 32, 32), wave)))
+    frames = np.concatenate(list(pipe.generate(torch.zeros(1, 3, 32, 32), wave, output_size=32)))
     assert frames.shape == (19, 32, 32, 3)
 
 

@@ -22,6 +22,7 @@ from floatalk.face.crop import (
     crop_face,
     crop_portrait,
     crop_window,
+    select_face,
 )
 from floatalk.face.detector import FaceBox, close_detector, detect_faces, detector_name, is_available
 
@@ -38,4 +39,5 @@ __all__ = [
     "detect_faces",
     "detector_name",
     "is_available",
+    "select_face",
 ]

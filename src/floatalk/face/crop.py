@@ -179,6 +179,17 @@ def crop_portrait(
             argument is malformed. The message is one line and names the fix (e.g. ``--no-crop``).
     """
     image = check_rgb_image(image)
+    return crop_face(image, select_face(image, face_index), size=size, fill=fill)
+
+
+def select_face(image: np.ndarray, face_index: int | None = None) -> FaceBox:
+    """Detect the faces in a photo and return the box of the ``face_index``-th largest (default 0).
+
+    Raises:
+        InputError: If no face is found, ``face_index`` is out of range or malformed, or MediaPipe is not
+            installed. The message is one line and names the fix (e.g. ``--no-crop``).
+    """
+    image = check_rgb_image(image)
     index = 0 if face_index is None else face_index
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
         raise InputError(f"face index must be a non-negative integer (0 = largest face), got {face_index!r}")
@@ -194,4 +205,4 @@ def crop_portrait(
             f"face index {index} is out of range: {found} found in the image "
             f"(valid: 0..{len(faces) - 1}, largest first)"
         )
-    return crop_face(image, faces[index], size=size, fill=fill)
+    return faces[index]

@@ -81,6 +81,15 @@ class MotionAutoEncoder(nn.Module):
         # Eq. 8 (number to confirm): w_{S->D} = w_{S->r} + w_{r->D}; the decoder G of Eq. 10 renders it
         return self.dec(source.identity_latent + motion, source.feats)
 
+    def decode_with_warp(self, source: SourceEncoding, motion: Tensor) -> tuple[Tensor, Tensor]:
+        """`decode`, also returning the finest level's sampling grid (N, size, size, 2) into the source.
+
+        The grid says where each output pixel takes its appearance from in S (FlowWarpDecoder.render);
+        floatalk.detail uses it to carry the full-resolution portrait's detail into the frames.
+        """
+        image, grid, _ = self.dec.render(source.identity_latent + motion, source.feats)
+        return image, grid
+
     def forward(self, source: Tensor, driving: Tensor) -> Tensor:
         """Reconstruct `driving` with the appearance of `source` (stage 1): (N,3,H,W) x2 -> (N,3,H,W).
 

@@ -135,15 +135,28 @@ class FlowWarpDecoder(nn.Module):
         Returns:
             image (N, 3, size, size), unclamped.
         """
+        return self.render(latent, feats)[0]
+
+    def render(self, latent: Tensor, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """`forward`, also returning the finest level's warp: (image, grid, mask).
+
+        The finest RGB skip is a 1x1 convolution of the source features warped by `grid`, so that
+        grid is where each output pixel takes its appearance from in the source image.
+
+        Returns:
+            image (N, 3, size, size) unclamped; grid (N, size, size, 2) of sampling positions in
+            [-1, 1] (grid_sample's convention, align_corners=False); mask (N, 1, size, size) in
+            (0, 1), the weight of the warped source at each pixel.
+        """
         n = latent.shape[0]
         out = self.conv1(self.input(n), latent)
-        rgb = field = None
+        rgb = field = grid = None
         for j, (to_flow, to_rgb) in enumerate(zip(self.to_flows, self.to_rgbs)):
             out = self.convs[2 * j](out, latent)
             out = self.convs[2 * j + 1](out, latent)
             feat = feats[j]
             if feat.shape[0] != n:
                 feat = feat.expand(n, -1, -1, -1)
-            warped, out, field, _ = to_flow(out, latent, feat, field)
+            warped, out, field, grid = to_flow(out, latent, feat, field)
             rgb = to_rgb(warped, rgb)
-        return rgb
+        return rgb, grid, torch.sigmoid(field[:, 2:3])
