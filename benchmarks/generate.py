@@ -1,7 +1,7 @@
 """End-to-end `floatalk generate` benchmark: per-stage time, frames/s and peak memory by audio length.
 
     python benchmarks/generate.py [--seconds 5 60 600] [--device cpu] [--max-frames N] [--preset float-512]
-                                  [--weights DIR]
+                                  [--weights DIR] [--size N] [--no-detail]
 
 Each length runs in a fresh process (so its peak RSS is its own) through the same code path as the
 command: a 1024x768 photo with a face (face detection + crop; random image with --no-crop when the
@@ -117,7 +117,13 @@ def run_one(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
 
     options = GenerateOptions(
-        seed=0, nfe=args.nfe, crop=crop, decode_batch_size=args.batch_size, emotion=args.emotion
+        seed=0,
+        nfe=args.nfe,
+        crop=crop,
+        decode_batch_size=args.batch_size,
+        emotion=args.emotion,
+        output_size=args.size,
+        detail=not args.no_detail,
     )
     count = 0
     start = time.perf_counter()
@@ -143,6 +149,8 @@ def run_one(args: argparse.Namespace) -> dict:
         "preset": args.preset,
         "weights": args.weights,
         "crop": crop,
+        "output_size": run.size,
+        "detail": options.detail and run.size > pipe.image_size,
         "num_frames_total": num_frames,
         "frames_rendered": count,
         "truncated": count < num_frames,
@@ -169,6 +177,10 @@ def table(results: list[dict]) -> str:
     def row(name, fn):
         lines.append(f"| {name} | " + " | ".join(fn(r) for r in results) + " |")
 
+    row(
+        "output (side, detail)",
+        lambda r: f"{r.get('output_size')}², {'detail' if r.get('detail') else 'no detail'}",
+    )
     row("frames (rendered / total)", lambda r: f"{r['frames_rendered']} / {r['num_frames_total']}")
     for stage in STAGES:
         row(f"{stage} (s)", lambda r, s=stage: f"{r['stage_seconds'].get(s, 0.0):.2f}")
@@ -192,6 +204,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="frames per decoder call")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames (see above)")
     parser.add_argument("--emotion", default="auto", help="auto (the speech-emotion model runs) or a label")
+    parser.add_argument("--size", type=int, default=None, help="output side (floatalk generate --size)")
+    parser.add_argument(
+        "--no-detail", action="store_true", help="upscale bicubic (floatalk generate --no-detail)"
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -216,6 +232,10 @@ def main() -> None:
             cmd += ["--weights", args.weights]
         if args.batch_size:
             cmd += ["--batch-size", str(args.batch_size)]
+        if args.size:
+            cmd += ["--size", str(args.size)]
+        if args.no_detail:
+            cmd += ["--no-detail"]
         if args.max_frames:
             cmd += ["--max-frames", str(args.max_frames)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)

@@ -56,12 +56,12 @@ def test_the_detail_follows_the_models_motion():
 
 
 def test_where_the_model_paints_new_content_its_own_frame_is_kept():
-    portrait = textured_portrait(128, seed=2)
-    frame = down(portrait, 32).clone()
-    frame[:, :, 12:20, 10:22] = -1.0  # an open mouth: dark, where the portrait has skin
-    out = transfer_detail(frame, pixel_grid(32), portrait, detail_cutoff(32))
-    plain = F.interpolate(frame, size=(128, 128), mode="bicubic", align_corners=False)
-    mouth = (slice(None), slice(None), slice(54, 74), slice(46, 82))
+    portrait = textured_portrait(256, seed=2)
+    frame = down(portrait, 64).clone()
+    frame[:, :, 24:40, 20:44] = -1.0  # an open mouth: dark, where the portrait has skin
+    out = transfer_detail(frame, pixel_grid(64), portrait, detail_cutoff(64))
+    plain = F.interpolate(frame, size=(256, 256), mode="bicubic", align_corners=False)
+    mouth = (slice(None), slice(None), slice(104, 152), slice(88, 168))
     # inside the new content the output is the model's own frame, not the portrait's skin texture
     assert (out - plain)[mouth].abs().mean() < 0.02
     assert (out - portrait)[mouth].abs().mean() > 0.5
@@ -74,7 +74,7 @@ def test_batch_and_dtype():
     out = transfer_detail(frames, grid, portrait, detail_cutoff(16))
     assert out.shape == (3, 3, 64, 64) and out.dtype == torch.float32
     assert torch.allclose(out[0], out[2])
-    assert detail_cutoff(64) == 16 and detail_cutoff(8) == 4
+    assert detail_cutoff(64) == 8 and detail_cutoff(8) == 4
 
 
 # --- in the pipeline ------------------------------------------------------------------------------
