@@ -135,3 +135,20 @@ def test_emotion_of_long_speech_is_pooled_over_chunks(tiny_model):
     assert audio.waveform is None and audio.num_frames == 25
     probs = pipe.emotion_probs(audio, "auto")
     assert probs.shape == (1, 7) and torch.isclose(probs.sum(), torch.tensor(1.0))
+
+
+def test_bfloat16_on_cpu_generates_close_to_float32():
+    """QR has no bfloat16 kernel on CPU: the motion basis is orthonormalised in float32 (a fixed bug:
+    `--dtype bfloat16` on CPU used to stop with NotImplementedError "geqrf_cpu")."""
+    rng = np.random.default_rng(0)
+    image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    wave = (0.1 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    videos = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(0)
+        pipe = FloatPipeline(FloatModel(preset("tiny")).eval(), dtype=dtype)
+        videos[dtype] = np.concatenate(
+            list(pipe.generate(image, wave, crop=False, seed=0, nfe=2, output_size=32))
+        )
+    assert videos[torch.bfloat16].shape == (25, 32, 32, 3)
+    assert np.abs(videos[torch.float32].astype(int) - videos[torch.bfloat16]).mean() < 8

@@ -30,8 +30,16 @@ class MotionBasis(nn.Module):
         self.weight = nn.Parameter(torch.randn(latent_dim, motion_dim))
 
     def basis(self) -> Tensor:
-        """Q with Q^T Q = I_M, from torch.linalg.qr of the weight (sign convention: LAPACK's). (d, M)."""
-        q, _ = torch.linalg.qr(self.weight + QR_OFFSET)
+        """Q with Q^T Q = I_M, from torch.linalg.qr of the weight (sign convention: LAPACK's). (d, M).
+
+        Half-precision weights are orthonormalised in float32 (QR has no float16 / bfloat16 kernel on
+        CPU, and an orthonormal basis rounded once keeps Q^T Q closest to I) and Q is cast back.
+        """
+        weight = self.weight
+        if weight.dtype in (torch.float16, torch.bfloat16):
+            q, _ = torch.linalg.qr(weight.float() + QR_OFFSET)
+            return q.to(weight.dtype)
+        q, _ = torch.linalg.qr(weight + QR_OFFSET)
         return q
 
     def forward(self, coeffs: Tensor) -> Tensor:
