@@ -1,7 +1,7 @@
 """End-to-end `floatalk generate` benchmark: per-stage time, frames/s and peak memory by audio length.
 
     python benchmarks/generate.py [--seconds 5 60 600] [--device cpu] [--max-frames N] [--preset float-512]
-                                  [--weights DIR] [--size N] [--no-detail]
+                                  [--weights DIR] [--size N] [--no-detail] [--compile]
 
 Each length runs in a fresh process (so its peak RSS is its own) through the same code path as the
 command: a 1024x768 photo with a face (face detection + crop; random image with --no-crop when the
@@ -108,9 +108,11 @@ def run_one(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
     if args.weights:  # a trained weights folder (e.g. the shipped demo weights) instead of a preset
-        pipe = FloatPipeline.from_pretrained(args.weights, device=device, dtype=dtype)
+        pipe = FloatPipeline.from_pretrained(args.weights, device=device, dtype=dtype, compile=args.compile)
     else:
-        pipe = FloatPipeline(FloatModel(preset(args.preset)), device=device, dtype=dtype)
+        pipe = FloatPipeline(
+            FloatModel(preset(args.preset)), device=device, dtype=dtype, compile=args.compile
+        )
     load_seconds = time.perf_counter() - t0
     rss_model = peak_rss_mb()
     if device.type == "cuda":
@@ -150,6 +152,7 @@ def run_one(args: argparse.Namespace) -> dict:
         "weights": args.weights,
         "crop": crop,
         "output_size": run.size,
+        "compile": args.compile and pipe.compile_failure() is None,
         "detail": options.detail and run.size > pipe.image_size,
         "num_frames_total": num_frames,
         "frames_rendered": count,
@@ -178,8 +181,11 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {name} | " + " | ".join(fn(r) for r in results) + " |")
 
     row(
-        "output (side, detail)",
-        lambda r: f"{r.get('output_size')}², {'detail' if r.get('detail') else 'no detail'}",
+        "output (side, detail, compile)",
+        lambda r: (
+            f"{r.get('output_size')}², {'detail' if r.get('detail') else 'no detail'}"
+            f"{', compiled' if r.get('compile') else ''}"
+        ),
     )
     row("frames (rendered / total)", lambda r: f"{r['frames_rendered']} / {r['num_frames_total']}")
     for stage in STAGES:
@@ -208,6 +214,7 @@ def main() -> None:
     parser.add_argument(
         "--no-detail", action="store_true", help="upscale bicubic (floatalk generate --no-detail)"
     )
+    parser.add_argument("--compile", action="store_true", help="decode with torch.compile")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,6 +243,8 @@ def main() -> None:
             cmd += ["--size", str(args.size)]
         if args.no_detail:
             cmd += ["--no-detail"]
+        if args.compile:
+            cmd += ["--compile"]
         if args.max_frames:
             cmd += ["--max-frames", str(args.max_frames)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)

@@ -75,7 +75,9 @@ def _generate(args: argparse.Namespace) -> int:
         raise InputError("--noise and --motion exclude each other: saved motion is rendered without sampling")
     motion = load_motion_file(args.motion) if args.motion else None
     noise = load_noise_file(args.noise) if args.noise else None
-    pipe = FloatPipeline(load_model(resolve_weights(args.weights)), device=device, dtype=dtype)
+    pipe = FloatPipeline(
+        load_model(resolve_weights(args.weights)), device=device, dtype=dtype, compile=args.compile
+    )
     options.validate(pipe.motion_directions)
     bar = Progress(args.quiet, unit="frame", desc="generating")
     try:
@@ -536,6 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     gen.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    gen.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode with torch.compile: seconds to a minute to start, then faster per frame (for long "
+        "videos); decodes without it, with a note, where it cannot compile",
+    )
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .acceleration import CompiledWithFallback
 from .chunking import FrameChunk, frame_chunks
 from .detail import detail_cutoff, transfer_detail
 from .errors import InputError
@@ -156,10 +157,13 @@ class FloatPipeline:
         dtype: torch.dtype = torch.float32,
         speech_chunk_seconds: float = 20.0,
         speech_context_seconds: float = 2.0,
+        compile: bool = False,
     ):
         """Args:
         model: the networks.
         device, dtype: where and in what precision everything runs.
+        compile: decode with torch.compile (floatalk.acceleration): slower to start, faster per
+            frame; falls back to eager decoding, with a notice, where it cannot compile.
         speech_chunk_seconds: longer speech is encoded in chunks of this length (bounded memory;
             see chunking.py); shorter speech is encoded whole, exactly as the original does.
         speech_context_seconds: extra audio each chunk sees on both sides.
@@ -172,13 +176,28 @@ class FloatPipeline:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model.to(device=self.device, dtype=dtype)
+        ae = self.model.motion_ae
+        self.compile = compile
+        self._decode = CompiledWithFallback(ae.decode) if compile else ae.decode
+        self._decode_with_warp = CompiledWithFallback(ae.decode_with_warp) if compile else ae.decode_with_warp
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile: bool = False,
     ) -> FloatPipeline:
         """Load a weights folder (floatalk.weights) onto `device` in `dtype`."""
-        return cls(load_model(path), device=device, dtype=dtype)
+        return cls(load_model(path), device=device, dtype=dtype, compile=compile)
+
+    def compile_failure(self) -> str | None:
+        """Why torch.compile was given up (decoding then runs eagerly), or None."""
+        for fn in (self._decode, self._decode_with_warp):
+            if isinstance(fn, CompiledWithFallback) and fn.failure is not None:
+                return fn.failure
+        return None
 
     @property
     def config(self):
@@ -452,16 +471,15 @@ class FloatPipeline:
         if batch_size is None:
             batch_size = 1 if self.device.type == "cpu" else 8
         assert batch_size >= 1, batch_size
-        ae = self.model.motion_ae
         if detail is not None:
             detail = detail.to(self.device, self.dtype)
             cutoff = detail_cutoff(self.image_size)
         for i in range(0, latents.shape[0], batch_size):
             chunk = latents[i : i + batch_size].to(self.device, self.dtype)
             if detail is None:
-                yield ae.decode(source, chunk)
+                yield self._decode(source, chunk)
             else:
-                frames, grid = ae.decode_with_warp(source, chunk)
+                frames, grid = self._decode_with_warp(source, chunk)
                 yield transfer_detail(frames, grid, detail, cutoff)
 
     # ---------------------------------------------------------------------------------------------
@@ -661,6 +679,8 @@ class FloatPipeline:
                 yield out
                 timer.restart()
         result.seconds = time.perf_counter() - start
+        if (failure := self.compile_failure()) is not None:
+            result.notices.append(f"torch.compile did not work here, decoded without it ({failure})")
         if on_motion is not None:
             on_motion(torch.cat(sampled))
 
