@@ -51,27 +51,26 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-class _Placeholder(type):
-    """A class whose every attribute is another placeholder class, created once (so they can be
-    compared and used as dict keys, as `InterpolationMode.NEAREST` is at timm's import)."""
+def _placeholder_attribute(owner, name: str):
+    """A placeholder class for `owner.name`, made once and kept (so it compares equal to itself)."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    value = _Placeholder(name, (), {"__init__": lambda self, *a, **k: None})
+    setattr(owner, name, value)
+    return value
 
-    def __getattr__(cls, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        value = _Placeholder(name, (), {"__init__": lambda self, *a, **k: None})
-        setattr(cls, name, value)
-        return value
+
+class _Placeholder(type):
+    """A class whose every attribute is another placeholder class (usable as a dict key, as
+    `InterpolationMode.NEAREST` is at timm's import)."""
+
+    __getattr__ = _placeholder_attribute
 
 
 class _StubModule(types.ModuleType):
     """A module whose every attribute is a placeholder class (enough for imports to succeed)."""
 
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        value = _Placeholder(name, (), {"__init__": lambda self, *a, **k: None})
-        setattr(self, name, value)
-        return value
+    __getattr__ = _placeholder_attribute
 
 
 class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
