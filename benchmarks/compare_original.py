@@ -120,14 +120,13 @@ def patch_for_current_transformers(cls) -> None:
     cls._floatalk_patched = True
 
 
-def speech_like(seconds: float, rate: int = 16000) -> np.ndarray:
-    t = np.arange(round(seconds * rate)) / rate
-    pitch = 170 + 50 * np.sin(2 * np.pi * 0.3 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / rate
-    buzz = sum(np.sin(k * phase) / k for k in range(1, 12))
-    syllables = np.clip(np.sin(2 * np.pi * 4 * t), 0, 1)
-    x = 0.2 * buzz * syllables + 0.003 * np.random.default_rng(0).standard_normal(t.size)
-    return ((x - x.mean()) / (x.std() + 1e-7)).astype(np.float32)  # wav2vec2's normalisation
+def normalised_speech(seconds: float) -> np.ndarray:
+    """benchmarks/generate.py's speech-like audio, normalised as wav2vec2's feature extractor does."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from generate import speech_like
+
+    x = speech_like(seconds)
+    return ((x - x.mean()) / (x.std() + 1e-7)).astype(np.float32)
 
 
 def build_weights(tmp: Path) -> tuple[Path, Path, Path, Path]:
@@ -220,7 +219,7 @@ def main() -> None:
         ours = FloatPipeline.from_pretrained(ours_dir)
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 512, 512)).astype(np.float32))
-    wave = speech_like(args.seconds)
+    wave = normalised_speech(args.seconds)
     frames_total = -(-len(wave) * 25 // 16000)
 
     def run_original() -> int:

@@ -45,12 +45,27 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def write_speech_like_wav(path: Path, seconds: float, rate: int = 16000) -> None:
-    """Voiced bursts (a 120-220 Hz buzz with formant-like harmonics) separated by pauses.
+def _speech_block(
+    t: np.ndarray, rate: int, phase0: float, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
+    """Speech-like samples at times t (s), starting from buzz phase phase0; also the phase at the end."""
+    pitch = 170 + 50 * np.sin(2 * np.pi * 0.3 * t)
+    phase = phase0 + 2 * np.pi * np.cumsum(pitch) / rate
+    buzz = sum(np.sin(k * phase) / k for k in range(1, 12))
+    syllables = np.clip(np.sin(2 * np.pi * 4 * t) * (np.sin(2 * np.pi * 0.25 * t) > -0.6), 0, 1)
+    x = 0.2 * buzz * syllables + 0.003 * rng.standard_normal(t.size)
+    return np.clip(x, -1, 1), float(phase[-1])
 
-    Written 10 s at a time, so that making the input does not itself raise the peak memory that the
-    benchmark reports.
-    """
+
+def speech_like(seconds: float, rate: int = 16000) -> np.ndarray:
+    """Voiced bursts (a 120-220 Hz buzz with formant-like harmonics) separated by pauses, float32."""
+    t = np.arange(max(1, round(seconds * rate))) / rate
+    return _speech_block(t, rate, 0.0, np.random.default_rng(0))[0].astype(np.float32)
+
+
+def write_speech_like_wav(path: Path, seconds: float, rate: int = 16000) -> None:
+    """`speech_like` as a 16-bit WAV, written 10 s at a time, so that making the input does not
+    itself raise the peak memory that the benchmark reports."""
     rng = np.random.default_rng(0)
     n = max(1, round(seconds * rate))
     block = 10 * rate
@@ -61,13 +76,8 @@ def write_speech_like_wav(path: Path, seconds: float, rate: int = 16000) -> None
         f.setframerate(rate)
         for start in range(0, n, block):
             t = np.arange(start, min(n, start + block)) / rate
-            pitch = 170 + 50 * np.sin(2 * np.pi * 0.3 * t)
-            phase = phase0 + 2 * np.pi * np.cumsum(pitch) / rate
-            phase0 = float(phase[-1])
-            buzz = sum(np.sin(k * phase) / k for k in range(1, 12))
-            syllables = np.clip(np.sin(2 * np.pi * 4 * t) * (np.sin(2 * np.pi * 0.25 * t) > -0.6), 0, 1)
-            x = 0.2 * buzz * syllables + 0.003 * rng.standard_normal(t.size)
-            f.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+            x, phase0 = _speech_block(t, rate, phase0, rng)
+            f.writeframes((x * 32767).astype("<i2").tobytes())
 
 
 def write_photo(path: Path) -> bool:

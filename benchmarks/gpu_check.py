@@ -11,7 +11,8 @@ one data-centre GPU with the released architecture, and it is tested on CPU with
 1. **parity**: `tests/test_parity.py` on the device (FLOATALK_TEST_DEVICE), in a subprocess: the
    converted original weights against the original code's outputs, fp32.
 2. **precision**: float16 and bfloat16 against float32 with the same inputs: relative error of the
-   sampled motion latents (same noise), and of decoded frames (max |diff| in 8-bit levels, PSNR).
+   sampled motion latents (same noise), and of the frames each decodes from the float32 latents
+   (max |diff| in 8-bit levels, PSNR).
 3. **decode throughput** at the model's size for each decode batch size, eager and, where it
    works, `torch.compile`d (a failure to compile is recorded, never fatal); frames/s after warm-up.
 4. **whole job**: `FloatPipeline.write_video` on a portrait-like image and speech-like audio of each
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import write_speech_like_wav
+from generate import speech_like, write_speech_like_wav
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,6 +64,13 @@ def _pipeline(args: argparse.Namespace, dtype: Any):
         return FloatPipeline.from_pretrained(args.weights, device=device, dtype=dtype)
     torch.manual_seed(0)
     return FloatPipeline(FloatModel(preset(args.preset)).eval(), device=device, dtype=dtype)
+
+
+def _portrait_tensor(size: int):
+    """`_portrait` as the model's input, (1, 3, size, size) in [-1, 1]."""
+    from floatalk.io.image import image_to_tensor
+
+    return image_to_tensor(_portrait(size), size)
 
 
 def _portrait(size: int) -> np.ndarray:
@@ -101,24 +109,26 @@ def check_precision(args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     reference = _pipeline(args, torch.float32)
-    size = reference.image_size
-    image = reference.prepare_portrait(_portrait(size), reference_options(crop=False))
-    wave = _speech_wave(2.0)
+    image = _portrait_tensor(reference.image_size)
+    wave = speech_like(2.0)
 
-    def run(pipe) -> tuple[Any, Any]:
+    def run(pipe, decode: Any = None) -> tuple[Any, Any]:
+        """The sampled latents, and frames decoded from `decode` (default: those latents)."""
         source = pipe.encode_source(image)
         audio = pipe.encode_audio(wave)
         emotion = pipe.emotion_probs(audio, "neutral")
         latents = torch.cat([w.latents for w in pipe.iter_motion(source, audio, emotion, seed=0)], 1)[0]
-        frames = torch.cat(list(pipe.iter_frames(source, latents[: args.precision_frames].float())))
+        decode = latents[: args.precision_frames] if decode is None else decode
+        frames = torch.cat(list(pipe.iter_frames(source, decode)))
         return latents.float().cpu(), frames.float().clamp(-1, 1).cpu()
 
     ref_latents, ref_frames = run(reference)
+    # every dtype decodes the float32 latents, so the frames' error is the decoder's own
     dtypes = ["bfloat16"] if reference.device.type == "cpu" else ["float16", "bfloat16"]
     for name in dtypes:
         pipe = _pipeline(args, getattr(torch, name))
         try:
-            latents, frames = run(pipe)
+            latents, frames = run(pipe, ref_latents[: args.precision_frames])
         except Exception as exc:  # an op without a kernel for this dtype on this device
             out[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             continue
@@ -133,18 +143,6 @@ def check_precision(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def reference_options(**kw: Any):
-    from floatalk.options import GenerateOptions
-
-    return GenerateOptions(**kw)
-
-
-def _speech_wave(seconds: float) -> np.ndarray:
-    t = np.arange(round(seconds * 16000)) / 16000
-    syllables = np.clip(np.sin(2 * np.pi * 4 * t), 0, 1)
-    return (0.2 * np.sin(2 * np.pi * 170 * t) * syllables).astype(np.float32)
-
-
 def check_decode(args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     """Decode frames/s per (variant, batch size) and the model's image size."""
     import torch
@@ -152,7 +150,7 @@ def check_decode(args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     pipe = _pipeline(args, torch.float32)
     device = pipe.device
     ae = pipe.model.motion_ae
-    image = pipe.prepare_portrait(_portrait(pipe.image_size), reference_options(crop=False))
+    image = _portrait_tensor(pipe.image_size)
     rows = []
     with torch.inference_mode():
         source = pipe.encode_source(image)

@@ -177,7 +177,6 @@ class FloatPipeline:
         self.dtype = dtype
         self.model.to(device=self.device, dtype=dtype)
         ae = self.model.motion_ae
-        self.compile = compile
         self._decode = CompiledWithFallback(ae.decode) if compile else ae.decode
         self._decode_with_warp = CompiledWithFallback(ae.decode_with_warp) if compile else ae.decode_with_warp
 
@@ -661,13 +660,13 @@ class FloatPipeline:
         """Window by window: sample, edit (Eq. 15), decode, convert; (n, H, W, 3) uint8 batches."""
         edits = dict(options.motion_edits)
         sampled: list[Tensor] = []
+        size = self.output_size(options)
         timer.restart()
         for latents in windows:
             timer.tick("sampling")
             if on_motion is not None:
                 sampled.append(latents.cpu())
             latents = self.edit_motion(latents, source, edits, options.motion_scale)
-            size = self.output_size(options)
             for frames in self.iter_frames(source, latents, options.decode_batch_size, detail):
                 out = frames_to_uint8(frames)
                 if out.shape[1] != size:

@@ -87,8 +87,7 @@ class MotionAutoEncoder(nn.Module):
         The grid says where each output pixel takes its appearance from in S (FlowWarpDecoder.render);
         floatalk.detail uses it to carry the full-resolution portrait's detail into the frames.
         """
-        image, grid, _ = self.dec.render(source.identity_latent + motion, source.feats)
-        return image, grid
+        return self.dec.render(source.identity_latent + motion, source.feats)
 
     def forward(self, source: Tensor, driving: Tensor) -> Tensor:
         """Reconstruct `driving` with the appearance of `source` (stage 1): (N,3,H,W) x2 -> (N,3,H,W).

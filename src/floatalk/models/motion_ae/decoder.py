@@ -137,16 +137,15 @@ class FlowWarpDecoder(nn.Module):
         """
         return self.render(latent, feats)[0]
 
-    def render(self, latent: Tensor, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """`forward`, also returning the finest level's warp: (image, grid, mask).
+    def render(self, latent: Tensor, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """`forward`, also returning the finest level's sampling grid: (image, grid).
 
         The finest RGB skip is a 1x1 convolution of the source features warped by `grid`, so that
         grid is where each output pixel takes its appearance from in the source image.
 
         Returns:
             image (N, 3, size, size) unclamped; grid (N, size, size, 2) of sampling positions in
-            [-1, 1] (grid_sample's convention, align_corners=False); mask (N, 1, size, size) in
-            (0, 1), the weight of the warped source at each pixel.
+            [-1, 1] (grid_sample's convention, align_corners=False).
         """
         n = latent.shape[0]
         out = self.conv1(self.input(n), latent)
@@ -159,4 +158,4 @@ class FlowWarpDecoder(nn.Module):
                 feat = feat.expand(n, -1, -1, -1)
             warped, out, field, grid = to_flow(out, latent, feat, field)
             rgb = to_rgb(warped, rgb)
-        return rgb, grid, torch.sigmoid(field[:, 2:3])
+        return rgb, grid
