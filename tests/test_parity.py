@@ -96,7 +96,7 @@ def weights_dir(ref, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pipe(weights_dir):
-    return FloatPipeline.from_pretrained(weights_dir, device=DEVICE)
+    return FloatPipeline.from_pretrained(weights_dir, device=DEVICE, decoding="exact")
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,11 @@ def _generate(args: argparse.Namespace) -> int:
     motion = load_motion_file(args.motion) if args.motion else None
     noise = load_noise_file(args.noise) if args.noise else None
     pipe = FloatPipeline(
-        load_model(resolve_weights(args.weights)), device=device, dtype=dtype, compile=args.compile
+        load_model(resolve_weights(args.weights)),
+        device=device,
+        dtype=dtype,
+        compile=args.compile,
+        decoding=args.decoding,
     )
     options.validate(pipe.motion_directions)
     bar = Progress(args.quiet, unit="frame", desc="generating")
@@ -543,6 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="decode with torch.compile: seconds to a minute to start, then faster per frame (for long "
         "videos); decodes without it, with a note, where it cannot compile",
+    )
+    gen.add_argument(
+        "--decoding",
+        choices=("fast", "exact"),
+        default=None,
+        help="fast (default; exact on MPS): the same frames up to float rounding, faster; exact: "
+        "bit-identical to the original release's per-frame decoding",
     )
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)

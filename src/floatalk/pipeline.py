@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .acceleration import CompiledWithFallback
+from .acceleration import DECODING_MODES, CompiledWithFallback, feature_memory_format, set_decoding
 from .chunking import FrameChunk, frame_chunks
 from .detail import detail_cutoff, transfer_detail
 from .errors import InputError
@@ -158,12 +158,15 @@ class FloatPipeline:
         speech_chunk_seconds: float = 20.0,
         speech_context_seconds: float = 2.0,
         compile: bool = False,
+        decoding: str | None = None,
     ):
         """Args:
-        model: the networks.
+        model: the networks (configured in place: eval mode, device, dtype, decoding path).
         device, dtype: where and in what precision everything runs.
         compile: decode with torch.compile (floatalk.acceleration): slower to start, faster per
             frame; falls back to eager decoding, with a notice, where it cannot compile.
+        decoding: "fast" (the default, except on MPS) or "exact" (bit-identical to the original's
+            per-frame decoding; the parity tests' path). floatalk.acceleration.set_decoding.
         speech_chunk_seconds: longer speech is encoded in chunks of this length (bounded memory;
             see chunking.py); shorter speech is encoded whole, exactly as the original does.
         speech_context_seconds: extra audio each chunk sees on both sides.
@@ -177,6 +180,12 @@ class FloatPipeline:
         self.dtype = dtype
         self.model.to(device=self.device, dtype=dtype)
         ae = self.model.motion_ae
+        if decoding is None:  # channels-last on MPS is untested here: the exact path there
+            decoding = "exact" if self.device.type == "mps" else "fast"
+        if decoding not in DECODING_MODES:
+            raise InputError(f"decoding must be one of {', '.join(DECODING_MODES)}, got {decoding!r}")
+        self.decoding = decoding
+        set_decoding(ae.dec, decoding)
         self._decode = CompiledWithFallback(ae.decode) if compile else ae.decode
         self._decode_with_warp = CompiledWithFallback(ae.decode_with_warp) if compile else ae.decode_with_warp
 
@@ -187,9 +196,10 @@ class FloatPipeline:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         compile: bool = False,
+        decoding: str | None = None,
     ) -> FloatPipeline:
         """Load a weights folder (floatalk.weights) onto `device` in `dtype`."""
-        return cls(load_model(path), device=device, dtype=dtype, compile=compile)
+        return cls(load_model(path), device=device, dtype=dtype, compile=compile, decoding=decoding)
 
     def compile_failure(self) -> str | None:
         """Why torch.compile was given up (decoding then runs eagerly), or None."""
@@ -291,7 +301,10 @@ class FloatPipeline:
         """Encode the source portrait: (1, 3, size, size) in [-1, 1] -> SourceEncoding."""
         size = self.image_size
         assert image.dim() == 4 and image.shape[1:] == (3, size, size), tuple(image.shape)
-        return self.model.motion_ae.encode_source(image.to(self.device, self.dtype))
+        source = self.model.motion_ae.encode_source(image.to(self.device, self.dtype))
+        layout = feature_memory_format(self.decoding)
+        source.feats = [f.contiguous(memory_format=layout) for f in source.feats]
+        return source
 
     def _min_samples(self) -> int:
         """Fewest samples the speech encoders take (wav2vec2's receptive field; any for log-mel)."""

@@ -74,11 +74,15 @@ def fir_filter(
         x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
         x = x.reshape(n, c, h * up, w * up)
     p0, p1 = pad
-    x = F.pad(x, (max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)))
-    if p0 < 0 or p1 < 0:
-        x = x[:, :, max(-p0, 0) : x.shape[2] - max(-p1, 0), max(-p0, 0) : x.shape[3] - max(-p1, 0)]
+    conv_pad = 0
+    if p0 == p1 >= 0:
+        conv_pad = p0  # the convolution pads itself: no padded copy, the same sums (tested)
+    else:
+        x = F.pad(x, (max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)))
+        if p0 < 0 or p1 < 0:
+            x = x[:, :, max(-p0, 0) : x.shape[2] - max(-p1, 0), max(-p0, 0) : x.shape[3] - max(-p1, 0)]
     weight = torch.flip(kernel, (0, 1)).to(x.dtype)[None, None].expand(c, 1, *kernel.shape)
-    x = F.conv2d(x, weight, groups=c)
+    x = F.conv2d(x, weight, padding=conv_pad, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
@@ -237,7 +241,15 @@ class ModulatedConv2d(nn.Module):
     which is the same function) because the flow-warping decoder amplifies float rounding a lot:
     computing it the released way reproduces the released outputs to the last bit at batch size 1.
     A batch runs as one grouped convolution.
+
+    With `fast = True` (floatalk.acceleration's fast decoding) the same function is computed with
+    fewer passes over memory, equal up to float rounding: the demodulation from the weight's
+    per-(out, in) norms (a small matmul), modulation and demodulation applied to the weight in one
+    product, and a batch as one ordinary convolution of the input scaled by s with its output
+    scaled by the demodulation, which keeps channels-last feature maps in their layout.
     """
+
+    fast: bool = False
 
     def __init__(
         self,
@@ -269,23 +281,71 @@ class ModulatedConv2d(nn.Module):
         s = self.modulation(style)[:, None, :, None, None]  # (N, 1, Cin, 1, 1)
         weight = self.scale * self.weight * s
         if self.demodulate:
-            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)  # (N, Cout)
-            weight = weight * demod[:, :, None, None, None]
+            weight = weight * self._demodulation(weight)[:, :, None, None, None]
         return weight
 
-    def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        """x: (N, Cin, H, W), style: (N, S) -> (N, Cout, H', W') (H' = 2H when upsampling)."""
+    def _demodulation_from_norms(self, s: Tensor) -> Tensor:
+        """The demodulation (N, Cout) for scaled styles s = scale * A(style) (N, Cin), without the
+        modulated weights: sum_{ik} (s_i w_oik)^2 = sum_i s_i^2 ||w_oi||^2, a small matmul."""
+        norms = torch.linalg.vector_norm(self.weight[0], dim=(2, 3)).square()  # (Cout, Cin)
+        return torch.rsqrt(s.square() @ norms.T + 1e-8)
+
+    @staticmethod
+    def _demodulation(modulated: Tensor) -> Tensor:
+        """1/sqrt(sum_{ik} w'^2 + 1e-8) for modulated weights (N, Cout, Cin, k, k) -> (N, Cout)."""
+        return torch.rsqrt(modulated.pow(2).sum([2, 3, 4]) + 1e-8)
+
+    def forward(self, x: Tensor, style: Tensor, gain: float = 1.0, bias: Tensor | None = None) -> Tensor:
+        """x: (N, Cin, H, W), style: (N, S) -> (N, Cout, H', W') (H' = 2H when upsampling).
+
+        `gain` and `bias` (Cout,) give gain * (conv + bias) in the convolution itself (used by
+        the fast decoding path to fold the activation's bias and gain); not with upsampling,
+        whose blur comes after the convolution.
+        """
+        if self.upsample and (gain != 1.0 or bias is not None):
+            raise ValueError("an upsampling convolution cannot fold a gain or bias (the blur follows it)")
         n, c, h, w = x.shape
-        k = self.kernel_size
+        bias = None if bias is None else (bias * gain).to(x.dtype)
+        if self.fast:
+            s = self.modulation(style) * self.scale  # (N, Cin)
+            demod = self._demodulation_from_norms(s) if self.demodulate else None  # (N, Cout)
+            if n > 1:
+                # the whole batch as one ordinary convolution: the input scaled by s, the output by
+                # the demodulation (StyleGAN2's non-fused form)
+                out = self._convolve(x * s[:, :, None, None].to(x.dtype), self.weight * gain, groups=1)
+                if demod is not None:
+                    out = out * demod[:, :, None, None].to(x.dtype)
+                return out if bias is None else out + bias[:, None, None]
+            coef = s[:, None, :] * gain  # (1, 1, Cin): modulation and demodulation in one pass
+            if demod is not None:
+                coef = coef * demod[:, :, None]
+            return self._convolve(x, self.weight * coef[..., None, None], groups=1, bias=bias)
         weight = self.modulated_weight(style)  # (N, Cout, Cin, k, k)
-        x = x.reshape(1, n * c, h, w)
+        if gain != 1.0:
+            weight = weight * gain
+        if n > 1:
+            x = x.reshape(1, n * c, h, w)  # the batch as one grouped convolution
+        return self._convolve(x, weight, groups=n, bias=None if bias is None else bias.repeat(n))
+
+    def _convolve(self, x: Tensor, weight: Tensor, groups: int, bias: Tensor | None = None) -> Tensor:
+        """x (B, groups*Cin, H, W) with weights (groups, Cout, Cin, k, k) -> (B*groups, Cout, H', W')."""
+        cout, cin, k = self.out_channels, self.in_channels, self.kernel_size
         if self.upsample:
-            weight = weight.transpose(1, 2).reshape(n * c, self.out_channels, k, k)
-            out = F.conv_transpose2d(x, weight, stride=2, groups=n)
-        else:
-            out = F.conv2d(x, weight.reshape(n * self.out_channels, c, k, k), padding=self.padding, groups=n)
-        out = out.reshape(n, self.out_channels, *out.shape[2:])
-        return self.blur(out) if self.upsample else out
+            weight = weight.transpose(1, 2).reshape(groups * cin, cout, k, k)
+            out = F.conv_transpose2d(x, weight, stride=2, groups=groups)
+            return self.blur(_per_sample(out, cout))
+        weight = weight.reshape(groups * cout, cin, k, k)
+        out = F.conv2d(x, weight, bias, padding=self.padding, groups=groups)
+        return _per_sample(out, cout)
+
+
+def _per_sample(out: Tensor, channels: int) -> Tensor:
+    """(1, N*C, H, W) grouped-convolution output -> (N, C, H, W); a batch of one is left as it is.
+
+    (Even a same-shape reshape of a channels-last map of batch 1 gives it a batch stride that
+    later ops read as "not channels-last", and they then copy it.)
+    """
+    return out if out.shape[1] == channels else out.reshape(-1, channels, *out.shape[2:])
 
 
 class NoiseInjection(nn.Module):
@@ -319,7 +379,13 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channels)
 
+    fast: bool = False  # fold the activation's bias and gain into the convolution (same function)
+
     def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
+        if self.fast and noise is None and not self.conv.upsample:
+            # leaky_relu(c + b) * g = leaky_relu(g * (c + b)) for g > 0: one pass after the conv
+            out = self.conv(x, style, gain=LEAKY_GAIN, bias=self.activate.bias.reshape(-1))
+            return F.leaky_relu(out, LEAKY_SLOPE, inplace=not torch.is_grad_enabled())
         return self.activate(self.noise(self.conv(x, style), noise))
 
 

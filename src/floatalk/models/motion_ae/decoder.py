@@ -60,6 +60,8 @@ class ToRGB(nn.Module):
 class ToFlow(nn.Module):
     """Predicts flow + mask at one resolution and warps the encoder feature map with it."""
 
+    fast: bool = False  # blend in one pass (torch.lerp): the same function up to rounding
+
     def __init__(self, in_channels: int, style_dim: int, blur_taps: Sequence[int] = (1, 3, 3, 1)):
         super().__init__()
         self.upsample = Upsample(blur_taps)
@@ -88,8 +90,14 @@ class ToFlow(nn.Module):
         # the flow warping of Eq. 10 (number to confirm): offsets on the identity grid, masked features
         grid = torch.tanh(field[:, 0:2]).permute(0, 2, 3, 1) + identity_grid(x.shape[2], x.shape[0], field)
         mask = torch.sigmoid(field[:, 2:3])
-        warped = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False) * mask
-        return warped, warped + x * (1 - mask), field, grid
+        sampled = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.fast:
+            # warped + x (1 - mask) = x + mask (sampled - x): one pass, in x's memory format
+            return sampled * mask, torch.lerp(x, sampled, mask), field, grid
+        warped = sampled * mask
+        # x first: the sum takes x's memory format (grid_sample's output is always contiguous), so
+        # channels-last maps stay channels-last (IEEE addition is commutative)
+        return warped, x * (1 - mask) + warped, field, grid
 
 
 class FlowWarpDecoder(nn.Module):
