@@ -189,6 +189,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="speech length")
     parser.add_argument("--rounds", type=int, default=2, help="timed runs of each, alternated")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--decoding", choices=("fast", "exact"), default="fast", help="floatalk's decoding path"
+    )
+    parser.add_argument("--compile", action="store_true", help="floatalk decodes through torch.compile")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not (args.original / "models" / "float" / "FLOAT.py").is_file():
@@ -216,7 +220,7 @@ def main() -> None:
         tmp = Path(name)
         checkpoint, w2v, ser, ours_dir = build_weights(tmp)
         original, _ = original_model(checkpoint, w2v, ser)
-        ours = FloatPipeline.from_pretrained(ours_dir)
+        ours = FloatPipeline.from_pretrained(ours_dir, decoding=args.decoding, compile=args.compile)
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 512, 512)).astype(np.float32))
     wave = normalised_speech(args.seconds)
