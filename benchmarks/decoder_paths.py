@@ -22,10 +22,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from floatalk.acceleration import feature_memory_format, set_decoding
+from floatalk.acceleration import in_decoding_layout, set_decoding
 from floatalk.config import preset
 from floatalk.models.float_model import FloatModel
-from floatalk.models.motion_ae.autoencoder import SourceEncoding
 from floatalk.weights import DEMO_WEIGHTS, load_model
 
 
@@ -37,16 +36,6 @@ def sgemm_gflops(n: int = 2048, reps: int = 10) -> float:
     for _ in range(reps):
         a @ b
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
-
-
-def with_format(src: SourceEncoding, mode: str) -> SourceEncoding:
-    fmt = feature_memory_format(mode)
-    return SourceEncoding(
-        src.identity_latent,
-        src.motion_coeffs,
-        src.source_motion,
-        [f.contiguous(memory_format=fmt) for f in src.feats],
-    )
 
 
 def frame_error(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -82,7 +71,7 @@ def main() -> None:
         print(f"sgemm {report['sgemm GFLOP/s']} GFLOP/s; {report['GFLOP per frame']} GFLOP/frame", flush=True)
 
         set_decoding(ae.dec, "exact")
-        sources = {"exact": with_format(src, "exact"), "fast": with_format(src, "fast")}
+        sources = {mode: in_decoding_layout(src, mode) for mode in ("exact", "fast")}
         reference = [ae.decode(sources["exact"], lat) for lat in lats[:2]]
 
         def run_path(name: str):

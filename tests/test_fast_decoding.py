@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from floatalk.acceleration import feature_memory_format, set_decoding
+from floatalk.acceleration import in_decoding_layout, set_decoding
 from floatalk.config import preset
-from floatalk.models.motion_ae.autoencoder import MotionAutoEncoder, SourceEncoding
+from floatalk.models.motion_ae.autoencoder import MotionAutoEncoder
 from floatalk.nn.stylegan import ModulatedConv2d, StyledConv
 from floatalk.pipeline import FloatPipeline
 from floatalk.weights import DEMO_WEIGHTS, load_model
@@ -34,9 +34,7 @@ def _compare(ae: MotionAutoEncoder, batch: int = 1) -> tuple[float, float]:
         out = {}
         for mode in ("exact", "fast"):
             set_decoding(ae.dec, mode)
-            fmt = feature_memory_format(mode)
-            feats = [f.contiguous(memory_format=fmt) for f in src.feats]
-            source = SourceEncoding(src.identity_latent, src.motion_coeffs, src.source_motion, feats)
+            source = in_decoding_layout(src, mode)
             out[mode] = torch.cat([ae.decode(source, m) for m in motion.split(batch)])
         set_decoding(ae.dec, "exact")
     diff = _levels(out["fast"]) - _levels(out["exact"])
@@ -107,9 +105,7 @@ def test_fast_keeps_feature_maps_channels_last():
     with torch.inference_mode():
         size = ae.config.size
         src = ae.encode_source(torch.rand(1, 3, size, size) * 2 - 1)
-        feats = [f.contiguous(memory_format=torch.channels_last) for f in src.feats]
-        source = SourceEncoding(src.identity_latent, src.motion_coeffs, src.source_motion, feats)
-        ae.decode(source, src.source_motion)
+        ae.decode(in_decoding_layout(src, "fast"), src.source_motion)
     for h in hooks:
         h.remove()
     wide = [t for t in seen if t.shape[1] > 1 and t.shape[2] > 1]

@@ -7,7 +7,7 @@ function. "exact" is the released computation, bit-identical to the original's p
 each activation's bias and gain into the convolution before it, blends warped and generated
 features in one pass, and runs a batch as one ordinary convolution (every module with a `fast`
 switch: stylegan.ModulatedConv2d, StyledConv, decoder.ToFlow). Its frames differ from the exact
-ones by float rounding only (tests/test_acceleration.py bounds it).
+ones by float rounding only (tests/test_fast_decoding.py bounds it).
 
 Optional torch.compile of the pipeline's hot functions, falling back to eager when it cannot run.
 
@@ -21,27 +21,29 @@ which then decode 2.4x and 1.35x faster; docs/benchmarks.md), so it is an opt-in
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["DECODING_MODES", "CompiledWithFallback", "set_decoding"]
+from .models.motion_ae.autoencoder import SourceEncoding
 
-DecodingMode = Literal["fast", "exact"]
+__all__ = ["DECODING_MODES", "CompiledWithFallback", "in_decoding_layout", "set_decoding"]
+
 DECODING_MODES: tuple[str, ...] = ("fast", "exact")
 
 
 def set_decoding(decoder: nn.Module, mode: str) -> nn.Module:
     """Switch `decoder` (in place) to the "fast" or the "exact" computation; returns it.
 
-    The feature maps given to it should then be in the matching memory format
-    (`feature_memory_format(mode)`); the result is right either way, only slower.
+    The source's feature maps should then be in the matching memory format
+    (`in_decoding_layout`); the result is right either way, only slower.
     """
     if mode not in DECODING_MODES:
         raise ValueError(f"decoding must be one of {', '.join(DECODING_MODES)}, got {mode!r}")
     fast = mode == "fast"
-    fmt = feature_memory_format(mode)
+    fmt = torch.channels_last if fast else torch.contiguous_format
     for tensor in list(decoder.parameters()) + list(decoder.buffers()):
         if tensor.dim() == 4:  # (Module.to(memory_format=...) refuses the other ranks)
             tensor.data = tensor.data.contiguous(memory_format=fmt)
@@ -51,9 +53,10 @@ def set_decoding(decoder: nn.Module, mode: str) -> nn.Module:
     return decoder
 
 
-def feature_memory_format(mode: str) -> torch.memory_format:
-    """The memory format the decoder's input feature maps should have for `mode`."""
-    return torch.channels_last if mode == "fast" else torch.contiguous_format
+def in_decoding_layout(source: SourceEncoding, mode: str) -> SourceEncoding:
+    """`source` with its feature maps in the memory format the `mode` decoding path works in."""
+    layout = torch.channels_last if mode == "fast" else torch.contiguous_format
+    return replace(source, feats=[f.contiguous(memory_format=layout) for f in source.feats])
 
 
 class CompiledWithFallback:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .acceleration import DECODING_MODES, CompiledWithFallback, feature_memory_format, set_decoding
+from .acceleration import DECODING_MODES, CompiledWithFallback, in_decoding_layout, set_decoding
 from .chunking import FrameChunk, frame_chunks
 from .detail import detail_cutoff, transfer_detail
 from .errors import InputError
@@ -302,9 +302,7 @@ class FloatPipeline:
         size = self.image_size
         assert image.dim() == 4 and image.shape[1:] == (3, size, size), tuple(image.shape)
         source = self.model.motion_ae.encode_source(image.to(self.device, self.dtype))
-        layout = feature_memory_format(self.decoding)
-        source.feats = [f.contiguous(memory_format=layout) for f in source.feats]
-        return source
+        return in_decoding_layout(source, self.decoding)
 
     def _min_samples(self) -> int:
         """Fewest samples the speech encoders take (wav2vec2's receptive field; any for log-mel)."""
