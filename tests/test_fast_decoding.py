@@ -112,10 +112,22 @@ def test_fast_keeps_feature_maps_channels_last():
     assert wide and all(t.is_contiguous(memory_format=torch.channels_last) for t in wide)
 
 
-def test_folded_gain_and_bias_are_refused_with_upsampling():
-    conv = ModulatedConv2d(4, 4, 3, 8, upsample=True)
-    with pytest.raises(ValueError, match="upsampling"):
-        conv(torch.randn(1, 4, 4, 4), torch.randn(1, 8), gain=2.0)
+@pytest.mark.parametrize("upsample", [False, True])
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_folded_gain_and_bias_equal_gain_times_conv_plus_bias(upsample, fast, batch):
+    # the fast StyledConv folds the activation's bias and gain into the convolution (into the
+    # blur's convolution after an upsampling one): gain * (conv(x) + bias), whatever the path
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(4, 5, 3, 8, upsample=upsample)
+    conv.fast = fast
+    x, style, bias = torch.randn(batch, 4, 6, 6), torch.randn(batch, 8), torch.randn(5)
+    with torch.no_grad():
+        plain = conv(x, style)
+        folded = conv(x, style, gain=1.7, bias=bias)
+    assert folded.shape == plain.shape == (batch, 5) + ((12, 12) if upsample else (6, 6))
+    torch.testing.assert_close(folded, 1.7 * (plain + bias[:, None, None]), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(folded, plain, atol=1e-2)
 
 
 def test_pipeline_defaults_to_fast_and_rejects_an_unknown_path(tiny_model):

@@ -53,7 +53,12 @@ def make_fir_kernel(taps: Sequence[int]) -> Tensor:
 
 
 def fir_filter(
-    x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+    x: Tensor,
+    kernel: Tensor,
+    up: int = 1,
+    down: int = 1,
+    pad: tuple[int, int] = (0, 0),
+    bias: Tensor | None = None,
 ) -> Tensor:
     """Upsample by zero insertion, pad, convolve with `kernel`, then keep every `down`-th pixel.
 
@@ -64,6 +69,7 @@ def fir_filter(
         down: integer downsampling factor.
         pad: (before, after) padding applied to both spatial axes after upsampling;
             negative values crop.
+        bias: optional (C,) added to each channel in the same convolution (before `down`).
 
     Returns:
         (N, C, (H*up + pad0 + pad1 - K) // down + 1, same for W).
@@ -82,7 +88,7 @@ def fir_filter(
         if p0 < 0 or p1 < 0:
             x = x[:, :, max(-p0, 0) : x.shape[2] - max(-p1, 0), max(-p0, 0) : x.shape[3] - max(-p1, 0)]
     weight = torch.flip(kernel, (0, 1)).to(x.dtype)[None, None].expand(c, 1, *kernel.shape)
-    x = F.conv2d(x, weight, padding=conv_pad, groups=c)
+    x = F.conv2d(x, weight, bias, padding=conv_pad, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
@@ -99,8 +105,9 @@ class Blur(nn.Module):
         self.register_buffer("kernel", kernel, persistent=False)
         self.pad = pad
 
-    def forward(self, x: Tensor) -> Tensor:
-        return fir_filter(x, self.kernel, pad=self.pad)
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """x (N, C, H, W), optional bias (C,) added in the filter's convolution."""
+        return fir_filter(x, self.kernel, pad=self.pad, bias=bias)
 
 
 class Upsample(nn.Module):
@@ -299,11 +306,9 @@ class ModulatedConv2d(nn.Module):
         """x: (N, Cin, H, W), style: (N, S) -> (N, Cout, H', W') (H' = 2H when upsampling).
 
         `gain` and `bias` (Cout,) give gain * (conv + bias) in the convolution itself (used by
-        the fast decoding path to fold the activation's bias and gain); not with upsampling,
-        whose blur comes after the convolution.
+        the fast decoding path to fold the activation's bias and gain); when upsampling, the
+        bias goes into the blur's convolution that follows the transposed one.
         """
-        if self.upsample and (gain != 1.0 or bias is not None):
-            raise ValueError("an upsampling convolution cannot fold a gain or bias (the blur follows it)")
         n, c, h, w = x.shape
         bias = None if bias is None else (bias * gain).to(x.dtype)
         if self.fast:
@@ -325,17 +330,20 @@ class ModulatedConv2d(nn.Module):
             weight = weight * gain
         if n > 1:
             x = x.reshape(1, n * c, h, w)  # the batch as one grouped convolution
-        return self._convolve(x, weight, groups=n, bias=None if bias is None else bias.repeat(n))
+        return self._convolve(x, weight, groups=n, bias=bias)
 
     def _convolve(self, x: Tensor, weight: Tensor, groups: int, bias: Tensor | None = None) -> Tensor:
-        """x (B, groups*Cin, H, W) with weights (groups, Cout, Cin, k, k) -> (B*groups, Cout, H', W')."""
+        """x (B, groups*Cin, H, W) with weights (groups, Cout, Cin, k, k) and a bias (Cout,) or
+        None -> (B*groups, Cout, H', W')."""
         cout, cin, k = self.out_channels, self.in_channels, self.kernel_size
         if self.upsample:
             weight = weight.transpose(1, 2).reshape(groups * cin, cout, k, k)
             out = F.conv_transpose2d(x, weight, stride=2, groups=groups)
-            return self.blur(_per_sample(out, cout))
+            return self.blur(_per_sample(out, cout), bias)
         weight = weight.reshape(groups * cout, cin, k, k)
-        out = F.conv2d(x, weight, bias, padding=self.padding, groups=groups)
+        out = F.conv2d(
+            x, weight, None if bias is None else bias.repeat(groups), padding=self.padding, groups=groups
+        )
         return _per_sample(out, cout)
 
 
@@ -382,8 +390,9 @@ class StyledConv(nn.Module):
     fast: bool = False  # fold the activation's bias and gain into the convolution (same function)
 
     def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
-        if self.fast and noise is None and not self.conv.upsample:
+        if self.fast and noise is None:
             # leaky_relu(c + b) * g = leaky_relu(g * (c + b)) for g > 0: one pass after the conv
+            # (after the blur when upsampling: it is linear, so the gain and bias go through it)
             out = self.conv(x, style, gain=LEAKY_GAIN, bias=self.activate.bias.reshape(-1))
             return F.leaky_relu(out, LEAKY_SLOPE, inplace=not torch.is_grad_enabled())
         return self.activate(self.noise(self.conv(x, style), noise))

@@ -69,18 +69,19 @@ class ToFlow(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(
-        self, x: Tensor, style: Tensor, feat: Tensor, skip: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self, x: Tensor, style: Tensor, feat: Tensor, skip: Tensor | None = None, blend: bool = True
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
         """
         Args:
             x: (N, C, r, r) generator features.
             style: (N, S) latent.
             feat: (N, C, r, r) encoder features of the source at this resolution.
             skip: (N, 3, r/2, r/2) raw field of the previous level, or None at the first.
+            blend: False skips the blend (the finest level's is never used): `blended` is None.
 
         Returns:
             warped: (N, C, r, r) masked warped source features.
-            blended: warped + x * (1 - mask).
+            blended: warped + x * (1 - mask), or None without `blend`.
             field: (N, 3, r, r) raw field (flow logits, mask logit) for the next level.
             grid: (N, r, r, 2) sampling grid actually used.
         """
@@ -91,6 +92,8 @@ class ToFlow(nn.Module):
         grid = torch.tanh(field[:, 0:2]).permute(0, 2, 3, 1) + identity_grid(x.shape[2], x.shape[0], field)
         mask = torch.sigmoid(field[:, 2:3])
         sampled = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if not blend:
+            return sampled * mask, None, field, grid
         if self.fast:
             # warped + x (1 - mask) = x + mask (sampled - x): one pass, in x's memory format
             return sampled * mask, torch.lerp(x, sampled, mask), field, grid
@@ -158,12 +161,14 @@ class FlowWarpDecoder(nn.Module):
         n = latent.shape[0]
         out = self.conv1(self.input(n), latent)
         rgb = field = grid = None
+        last = len(self.to_flows) - 1
         for j, (to_flow, to_rgb) in enumerate(zip(self.to_flows, self.to_rgbs)):
             out = self.convs[2 * j](out, latent)
             out = self.convs[2 * j + 1](out, latent)
             feat = feats[j]
             if feat.shape[0] != n:
                 feat = feat.expand(n, -1, -1, -1)
-            warped, out, field, grid = to_flow(out, latent, feat, field)
+            # the finest level's blend would feed no further convolution: not computed
+            warped, out, field, grid = to_flow(out, latent, feat, field, blend=j < last)
             rgb = to_rgb(warped, rgb)
         return rgb, grid
