@@ -14,8 +14,9 @@ Optional torch.compile of the pipeline's hot functions, falling back to eager wh
 torch.compile needs a working backend: on CPU, Inductor compiles C++ with the system's compiler; on
 CUDA, Triton. Where either is missing (or compilation fails for any other reason) the function runs
 eagerly instead, and the reason is kept so the pipeline can say so in its report. Compiling costs
-time once (measured on 2 CPU cores: 8 s for the 64² demo decoder, 68 s for the released 512² one,
-which then decode 2.4x and 1.35x faster; docs/benchmarks.md), so it is an opt-in.
+time (on 2 CPU cores, the released 512² decoder: about a minute the first time on a machine, about
+6 s in later processes, which reuse torch's on-disk cache), after which it decodes about 1.5x
+faster than the eager fast path (docs/benchmarks.md), so it is an opt-in.
 """
 
 from __future__ import annotations
