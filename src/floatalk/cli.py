@@ -402,6 +402,29 @@ def _evaluate_identity(args: argparse.Namespace) -> int:
     return _report(args, measure, unit="frame", desc="measuring", leave=False)
 
 
+def _evaluate_videos(args: argparse.Namespace) -> int:
+    from .evaluate.videos import evaluate_videos
+
+    _check_json_out(args.json)
+    metrics = (
+        None
+        if args.metrics is None
+        else tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
+    )
+
+    def measure(progress: Any) -> Any:
+        return evaluate_videos(
+            args.real,
+            args.generated,
+            metrics=metrics,
+            fid_weights=args.fid_weights,
+            max_frames=args.max_frames,
+            progress=progress,
+        )
+
+    return _report(args, measure, unit="clip", desc="evaluating")
+
+
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "evaluate",
@@ -467,6 +490,37 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     ide.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     ide.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ide.set_defaults(func=_evaluate_identity)
+
+    vid = metrics.add_parser(
+        "videos",
+        help="the paper's distribution metrics (FID, E-FID, P-FID) between real and generated clips",
+        usage="floatalk evaluate videos --real DIR --generated DIR [--metrics fid,efid,pfid] "
+        "[--fid-weights FILE] [--max-frames N] [--json OUT]",
+        description="Pair the videos of two folders by file name, take their frames at 25 fps (each "
+        "pair cut to its shorter clip) and compute Frechet distances (paper Eq. 22): FID on Inception "
+        "features (needs the Inception weights file), E-FID and P-FID on the shipped MediaPipe face "
+        "landmarker's blendshapes and head pose (docs/evaluation.md).",
+    )
+    vid.add_argument("--real", required=True, metavar="DIR", help="folder of real clips")
+    vid.add_argument(
+        "--generated", required=True, metavar="DIR", help="folder of generated clips, same names"
+    )
+    vid.add_argument(
+        "--metrics",
+        metavar="LIST",
+        help="comma-separated: fid, efid, pfid (default: all that can run; fid when its weights are given)",
+    )
+    vid.add_argument(
+        "--fid-weights",
+        metavar="FILE",
+        help="Inception weights (weights-inception-2015-12-05-6726825d.pth); else $FLOATALK_FID_WEIGHTS",
+    )
+    vid.add_argument(
+        "--max-frames", type=int, metavar="N", help="use at most the first N frames of each clip"
+    )
+    vid.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    vid.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    vid.set_defaults(func=_evaluate_videos)
 
     syn = metrics.add_parser(
         "synthetic",

