@@ -493,12 +493,13 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
     vid = metrics.add_parser(
         "videos",
-        help="the paper's distribution metrics (FID, E-FID, P-FID) between real and generated clips",
-        usage="floatalk evaluate videos --real DIR --generated DIR [--metrics fid,efid,pfid] "
+        help="the paper's metrics (FID, identity, E-FID, P-FID) between real and generated clips",
+        usage="floatalk evaluate videos --real DIR --generated DIR [--metrics fid,identity,efid,pfid] "
         "[--fid-weights FILE] [--max-frames N] [--json OUT]",
         description="Pair the videos of two folders by file name, take their frames at 25 fps (each "
         "pair cut to its shorter clip) and compute Frechet distances (paper Eq. 22): FID on Inception "
-        "features (needs the Inception weights file), E-FID and P-FID on the shipped MediaPipe face "
+        "features (needs the Inception weights file), identity (dlib descriptor of each generated frame "
+        "against the first real frame), E-FID and P-FID on the shipped MediaPipe face "
         "landmarker's blendshapes and head pose (docs/evaluation.md).",
     )
     vid.add_argument("--real", required=True, metavar="DIR", help="folder of real clips")
@@ -508,7 +509,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     vid.add_argument(
         "--metrics",
         metavar="LIST",
-        help="comma-separated: fid, efid, pfid (default: all that can run; fid when its weights are given)",
+        help="comma-separated: fid, identity, efid, pfid (default: all that can run; fid when its weights "
+        "are given)",
     )
     vid.add_argument(
         "--fid-weights",

@@ -106,6 +106,11 @@ def test_cli_end_to_end_on_a_real_clip_against_a_still_one(tmp_path, capsys):
     code, moving = run(still, "--metrics", "pfid,efid", "--max-frames", "40")
     assert moving["metrics"]["P-FID"] > 1.0 and moving["metrics"]["E-FID"] > 0.01
     assert "| P-FID |" in capsys.readouterr().out
+    if importlib.util.find_spec("dlib") is not None:
+        # identity: the source image is the first real frame; the speaker stays the same person
+        code, ident = run(still, "--metrics", "identity", "--max-frames", "5")
+        assert code == 0 and 0 <= ident["metrics"]["identity (median L2)"] < 0.6
+        assert "dlib" in ident["backbones"]["identity (median L2)"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

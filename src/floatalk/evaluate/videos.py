@@ -11,6 +11,10 @@ Metrics (``--metrics``, default: every one that can run here):
 * ``fid``: FID (Eq. 22) of Inception-v3 features of all frames (evaluate/fid.py); needs the Inception
   weights file (``--fid-weights`` or $FLOATALK_FID_WEIGHTS), so it is skipped, with a notice, when no
   file is given and it was not asked for by name;
+* ``identity``: the shipped CSIM analogue: dlib's face descriptor of every generated frame against
+  that of the pair's first *real* frame (the source image, §B.3); the median L2 distance over all
+  frames with a face (below 0.6 = the same person for dlib; lower is better; evaluate/identity.py).
+  Not the paper's ArcFace cosine, so not comparable with its CSIM;
 * ``efid``, ``pfid``: Fréchet distances of per-frame expression (52 blendshapes) and head pose (6-d) from
   the shipped MediaPipe Face Landmarker (evaluate/face_params.py): not the paper's 3DMM features, so
   not comparable with its numbers.
@@ -34,7 +38,7 @@ from ..errors import InputError
 __all__ = ["EVAL_FPS", "METRICS", "VideosReport", "evaluate_videos", "pair_clips", "resample_indices"]
 
 EVAL_FPS = 25.0
-METRICS: tuple[str, ...] = ("fid", "efid", "pfid")
+METRICS: tuple[str, ...] = ("fid", "identity", "efid", "pfid")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 
 
@@ -161,6 +165,12 @@ def evaluate_videos(
     report = VideosReport(pairs=len(pairs), frames=0, notices=notices)
     feats: dict[str, list[np.ndarray]] = {"real": [], "generated": []}
     params: dict[str, list[Any]] = {"real": [], "generated": []}
+    distances_id: list[float] = []
+    describer = None
+    if "identity" in chosen:
+        from .identity import FaceDescriber
+
+        describer = FaceDescriber()
     for done, (_, real_path, gen_path) in enumerate(pairs):
         real, gen = _clip_frames(real_path, max_frames), _clip_frames(gen_path, max_frames)
         n = min(len(real), len(gen))
@@ -173,6 +183,8 @@ def evaluate_videos(
 
                 with FaceParameterTracker(fps=EVAL_FPS) as tracker:
                     params[side].append(tracker.track(_rows(frames)))
+        if describer is not None:
+            distances_id += _identity_distances(describer, real[0], gen[:n], real_path)
         if progress is not None:
             progress(done + 1, len(pairs))
     if inception is not None:
@@ -180,6 +192,16 @@ def evaluate_videos(
 
         report.metrics["FID"] = fid(np.concatenate(feats["real"]), np.concatenate(feats["generated"]))
         report.backbones["FID"] = inception.backbone.describe()
+    if describer is not None:
+        if not distances_id:
+            raise InputError("identity: dlib found no face in any generated frame")
+        report.metrics["identity (median L2)"] = float(np.median(distances_id))
+        report.backbones["identity (median L2)"] = (
+            "dlib face descriptor (shipped; not the paper's ArcFace CSIM: "
+            "not comparable with published numbers)"
+        )
+        if len(distances_id) < report.frames:
+            notices.append(f"identity: faces in {len(distances_id)} of {report.frames} generated frames")
     if {"efid", "pfid"} & set(chosen):
         from .face_params import face_parameter_distances
 
@@ -197,6 +219,23 @@ def evaluate_videos(
                 f"frames with a face: real {faces['real']}, generated {faces['generated']} of {report.frames}"
             )
     return report
+
+
+def _identity_distances(
+    describer: Any, source: np.ndarray, frames: np.ndarray, source_path: Path
+) -> list[float]:
+    """L2 distances of the faces in `frames` to the face of `source` (frames without a face left out)."""
+    from .identity import identity_distance
+
+    reference = describer.describe(source)
+    if reference is None:
+        raise InputError(f"identity: no face in the first frame of {source_path} (the source image)")
+    out = []
+    for frame in frames:
+        descriptor = describer.describe(frame)
+        if descriptor is not None:
+            out.append(identity_distance(reference, descriptor))
+    return out
 
 
 def _rows(frames: np.ndarray) -> Iterator[np.ndarray]:
