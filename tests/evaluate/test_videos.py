@@ -16,6 +16,11 @@ from floatalk.evaluate.videos import pair_clips, resample_indices
 from sample_clips import CARPHONE
 
 
+def _videos(real, generated, *extra) -> list[str]:
+    """`floatalk evaluate videos` arguments, quiet."""
+    return ["evaluate", "videos", "--real", str(real), "--generated", str(generated), "-q", *extra]
+
+
 def test_resample_indices_take_the_frame_shown_at_each_25_fps_tick():
     np.testing.assert_array_equal(resample_indices(10, 25.0), np.arange(10))
     np.testing.assert_array_equal(resample_indices(10, 50.0), [0, 2, 4, 6, 8])
@@ -72,20 +77,7 @@ def test_cli_end_to_end_on_a_real_clip_against_a_still_one(tmp_path, capsys):
 
     def run(generated, *extra):
         out = tmp_path / f"{generated.name}.json"
-        code = main(
-            [
-                "evaluate",
-                "videos",
-                "--real",
-                str(real),
-                "--generated",
-                str(generated),
-                "-q",
-                "--json",
-                str(out),
-                *extra,
-            ]
-        )
+        code = main(_videos(real, generated, "--json", str(out), *extra))
         return code, (json.loads(out.read_text()) if out.exists() else None)
 
     code, frozen = run(
@@ -117,28 +109,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     real = tmp_path / "real"
     real.mkdir()
     (real / "a.mp4").write_bytes(b"")
-    code = main(
-        ["evaluate", "videos", "--real", str(real), "--generated", str(real), "--metrics", "fvd2", "-q"]
-    )
+    code = main(_videos(real, real, "--metrics", "fvd2"))
     err = capsys.readouterr().err
     assert code == 2 and "unknown metric fvd2" in err and err.count("\n") == 1
     bad = tmp_path / "bad.pth"
     torch.save({"x": torch.zeros(1)}, bad)
     if importlib.util.find_spec("torch_fidelity") is not None:
-        code = main(
-            [
-                "evaluate",
-                "videos",
-                "--real",
-                str(real),
-                "--generated",
-                str(real),
-                "--metrics",
-                "fid",
-                "--fid-weights",
-                str(bad),
-                "-q",
-            ]
-        )
+        code = main(_videos(real, real, "--metrics", "fid", "--fid-weights", str(bad)))
         err = capsys.readouterr().err
         assert code == 2 and "is not the FID Inception-v3 weights file" in err and err.count("\n") == 1
