@@ -42,7 +42,7 @@ FID_INCEPTION = BackboneFile(
         "github.com/toshas/torch-fidelity/releases/tag/v0.2.0 "
         "(also pytorch-fid's pt_inception-2015-12-05-6726825d.pth)"
     ),
-    sha256="6726825d",
+    sha256="6726825d",  # the digits in its name: the SHA-256 start by torch.hub convention (unverified)
 )
 
 FEATURES = "2048"
@@ -125,13 +125,10 @@ class InceptionFeatures:
     def __init__(self, path: str | os.PathLike | None = None, batch_size: int = 32, device: str = "cpu"):
         resolved = FID_INCEPTION.resolve(path)
         state = load_state_dict(FID_INCEPTION, resolved)
-        layout = inception_layout()
-        self.backbone: CheckedBackbone = check_layout(
-            FID_INCEPTION, resolved, state, {k: tuple(v.shape) for k, v in layout.items()}
-        )
-        cls = _import_torch_fidelity()
-        with _skeleton(cls) as build:
+        with _skeleton(_import_torch_fidelity()) as build:
             net = build()
+        layout = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        self.backbone: CheckedBackbone = check_layout(FID_INCEPTION, resolved, state, layout)
         torch.nn.Module.load_state_dict(net, state)  # the skeleton's own override loads nothing
         self.net = net.to(device).eval().requires_grad_(False)
         self.batch_size = batch_size

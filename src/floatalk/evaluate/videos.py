@@ -24,9 +24,8 @@ The report names the backbone behind each number and whether it is the published
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,9 +123,6 @@ class VideosReport:
             "notices": self.notices,
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
-
 
 def evaluate_videos(
     real_dir: str | os.PathLike,
@@ -182,7 +178,7 @@ def evaluate_videos(
                 from .face_params import FaceParameterTracker
 
                 with FaceParameterTracker(fps=EVAL_FPS) as tracker:
-                    params[side].append(tracker.track(_rows(frames)))
+                    params[side].append(tracker.track(frames))
         if describer is not None:
             distances_id += _identity_distances(describer, real[0], gen[:n], real_path)
         if progress is not None:
@@ -236,7 +232,3 @@ def _identity_distances(
         if descriptor is not None:
             out.append(identity_distance(reference, descriptor))
     return out
-
-
-def _rows(frames: np.ndarray) -> Iterator[np.ndarray]:
-    yield from frames
