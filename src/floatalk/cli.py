@@ -417,12 +417,92 @@ def _evaluate_videos(args: argparse.Namespace) -> int:
             args.real,
             args.generated,
             metrics=metrics,
-            fid_weights=args.fid_weights,
+            weights=_backbone_weights(args),
             max_frames=args.max_frames,
+            fvd_stride=args.fvd_stride,
+            identity_step=args.identity_step,
             progress=progress,
         )
 
     return _report(args, measure, unit="clip", desc="evaluating")
+
+
+#: --OPTION of each evaluation weights file, and its entry in evaluate_videos' `weights`.
+_BACKBONE_OPTIONS = (
+    ("fid", "fid_weights", "--fid-weights", "FID Inception (weights-inception-2015-12-05-6726825d.pth)"),
+    ("fvd", "fvd_weights", "--fvd-weights", "FVD I3D (pytorch-i3d rgb_imagenet.pt)"),
+    ("csim", "arcface_weights", "--arcface-weights", "CSIM ArcFace iresnet100 (arcface_torch backbone.pth)"),
+    ("face3d", "face3d_weights", "--face3d-weights", "3DMM E-FID/P-FID (Deep3DFaceRecon epoch_20.pth)"),
+    ("lse", "syncnet_weights", "--syncnet-weights", "LSE-D/C SyncNet (syncnet_v2.model)"),
+    ("lpips", "lpips_weights", "--lpips-weights", "LPIPS AlexNet (alexnet-owt-7be5be79.pth)"),
+)
+
+
+def _add_backbone_options(parser: argparse.ArgumentParser) -> None:
+    for _, dest, option, what in _BACKBONE_OPTIONS:
+        env = "FLOATALK_" + option[2:].upper().replace("-", "_")
+        parser.add_argument(option, dest=dest, metavar="FILE", help=f"{what}; else ${env}")
+    parser.add_argument(
+        "--fvd-stride",
+        type=int,
+        default=1,
+        metavar="N",
+        help="step between FVD's 16-frame windows (default 1: every window)",
+    )
+    parser.add_argument(
+        "--identity-step",
+        type=int,
+        default=1,
+        metavar="N",
+        help="describe every Nth generated frame for the identity measure (default 1: all; dlib takes "
+        "about 0.1 s a frame on a CPU)",
+    )
+
+
+def _backbone_weights(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, dest) for key, dest, _, _ in _BACKBONE_OPTIONS if getattr(args, dest)}
+
+
+def _evaluate_model(args: argparse.Namespace) -> int:
+    from .evaluate.model import RunSettings, evaluate_model
+
+    _check_json_out(args.json)
+    settings = RunSettings(
+        baseline=args.baseline,
+        weights=args.weights,
+        nfe=args.nfe,
+        audio_scale=args.audio_scale,
+        emotion_scale=args.emotion_scale,
+        emotion=args.emotion,
+        zero_audio=args.zero_audio,
+        seed=args.seed,
+        split=args.split,
+        max_clips=args.max_clips,
+    )
+    if args.baseline != "model" and (args.weights or args.zero_audio):
+        raise InputError(f"--baseline {args.baseline} uses no model: drop --weights / --zero-audio")
+    metrics = (
+        None
+        if args.metrics is None
+        else tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
+    )
+    device = _pick_device(args.device) if args.baseline == "model" else "cpu"
+
+    def measure(progress: Any) -> Any:
+        return evaluate_model(
+            args.data,
+            args.out,
+            settings,
+            name=args.name,
+            metrics=metrics,
+            backbones=_backbone_weights(args),
+            fvd_stride=args.fvd_stride,
+            identity_step=args.identity_step,
+            device=device,
+            progress=progress,
+        )
+
+    return _report(args, measure, unit="step", desc="generating, then evaluating")
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -493,14 +573,16 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
     vid = metrics.add_parser(
         "videos",
-        help="the paper's metrics (FID, identity, E-FID, P-FID) between real and generated clips",
-        usage="floatalk evaluate videos --real DIR --generated DIR [--metrics fid,identity,efid,pfid] "
-        "[--fid-weights FILE] [--max-frames N] [--json OUT]",
+        help="the paper's metrics (FID, FVD, CSIM, E-FID, P-FID, LSE-D/C, LPIPS) and the shipped ones",
+        usage="floatalk evaluate videos --real DIR --generated DIR [--metrics LIST] "
+        "[--fid-weights FILE] [--fvd-weights FILE] [--arcface-weights FILE] [--face3d-weights FILE] "
+        "[--syncnet-weights FILE] [--lpips-weights FILE] [--max-frames N] [--json OUT]",
         description="Pair the videos of two folders by file name, take their frames at 25 fps (each "
-        "pair cut to its shorter clip) and compute Frechet distances (paper Eq. 22): FID on Inception "
-        "features (needs the Inception weights file), identity (dlib descriptor of each generated frame "
-        "against the first real frame), E-FID and P-FID on the shipped MediaPipe face "
-        "landmarker's blendshapes and head pose (docs/evaluation.md).",
+        "pair cut to its shorter clip) and compute the paper's metrics with their networks read from "
+        "local weights files (FID, FVD, CSIM, 3DMM E-FID/P-FID, LSE-D/C, LPIPS), and the shipped "
+        "ones: identity (dlib descriptor), E-FID/P-FID on the MediaPipe face landmarker, lip sync "
+        "(mouth opening vs speech envelope at the best offset within +-15 frames). Each number names "
+        "its backbone; see docs/evaluation.md.",
     )
     vid.add_argument("--real", required=True, metavar="DIR", help="folder of real clips")
     vid.add_argument(
@@ -509,20 +591,54 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     vid.add_argument(
         "--metrics",
         metavar="LIST",
-        help="comma-separated: fid, identity, efid, pfid (default: all that can run; fid when its weights "
-        "are given)",
+        help="comma-separated: fid, fvd, csim, identity, efid, pfid, efid3d, pfid3d, lse, lipsync, lpips "
+        "(default: the shipped ones and every paper metric whose weights file is given)",
     )
-    vid.add_argument(
-        "--fid-weights",
-        metavar="FILE",
-        help="Inception weights (weights-inception-2015-12-05-6726825d.pth); else $FLOATALK_FID_WEIGHTS",
-    )
+    _add_backbone_options(vid)
     vid.add_argument(
         "--max-frames", type=int, metavar="N", help="use at most the first N frames of each clip"
     )
     vid.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     vid.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     vid.set_defaults(func=_evaluate_videos)
+
+    mod = metrics.add_parser(
+        "model",
+        help="generate a prepared dataset's test split with a model (or a baseline) and evaluate it",
+        usage="floatalk evaluate model DATA --out DIR [--weights DIR | --baseline still|ground-truth] "
+        "[--nfe N] [--audio-scale G] [--emotion-scale G] [--emotion label|auto|LABEL] [--zero-audio] "
+        "[--seed N] [--metrics LIST] [backbone files] [--json OUT]",
+        description="For every clip of the split, animate its first frame with its speech (clip i "
+        "uses seed N + i) at the dataset's frame size, write the real clips next to the generated "
+        "ones under --out, and evaluate them as `floatalk evaluate videos`. Resumable: clips already "
+        "made are reused; real-clip features are computed once. Baselines: still (the source frame "
+        "held), ground-truth (the real clip itself); --zero-audio samples without the speech.",
+    )
+    mod.add_argument("data", metavar="DATA", help="prepared dataset folder (floatalk prepare)")
+    mod.add_argument(
+        "--out", required=True, metavar="DIR", help="evaluation folder (real/, cache/, one folder per run)"
+    )
+    mod.add_argument("--name", metavar="RUN", help="the run's folder name (default: from the settings)")
+    mod.add_argument("--weights", help="weights folder (default: $FLOATALK_WEIGHTS, else the demo weights)")
+    mod.add_argument(
+        "--baseline", choices=("model", "still", "ground-truth"), default="model", help="default: model"
+    )
+    mod.add_argument("--split", choices=("test", "train"), default="test", help="clips to use (default test)")
+    mod.add_argument(
+        "--emotion",
+        default="label",
+        help="label (each clip's emotion label, default), auto (predicted from the speech) or one label",
+    )
+    mod.add_argument("--zero-audio", action="store_true", help="ablation: motion sampled without the speech")
+    mod.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the first clip (default 0)")
+    add_option_arguments(mod, only=("nfe", "audio_scale", "emotion_scale"))
+    mod.add_argument("--max-clips", type=int, metavar="N", help="only the first N clips")
+    mod.add_argument("--metrics", metavar="LIST", help="as `floatalk evaluate videos --metrics`")
+    _add_backbone_options(mod)
+    mod.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    mod.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    mod.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    mod.set_defaults(func=_evaluate_model)
 
     syn = metrics.add_parser(
         "synthetic",

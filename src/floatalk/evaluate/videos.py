@@ -37,7 +37,29 @@ from ..errors import InputError
 __all__ = ["EVAL_FPS", "METRICS", "VideosReport", "evaluate_videos", "pair_clips", "resample_indices"]
 
 EVAL_FPS = 25.0
-METRICS: tuple[str, ...] = ("fid", "identity", "efid", "pfid")
+METRICS: tuple[str, ...] = (
+    "fid",
+    "fvd",
+    "csim",
+    "identity",
+    "efid",
+    "pfid",
+    "efid3d",
+    "pfid3d",
+    "lse",
+    "lipsync",
+    "lpips",
+)
+#: The metrics that need a weights file, and the name of their entry in `weights`.
+NEEDS_FILE: dict[str, str] = {
+    "fid": "fid",
+    "fvd": "fvd",
+    "csim": "csim",
+    "efid3d": "face3d",
+    "pfid3d": "face3d",
+    "lse": "lse",
+    "lpips": "lpips",
+}
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 
 
@@ -100,6 +122,7 @@ class VideosReport:
     metrics: dict[str, float] = field(default_factory=dict)
     backbones: dict[str, str] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    clips: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [
@@ -121,114 +144,130 @@ class VideosReport:
             "metrics": self.metrics,
             "backbones": self.backbones,
             "notices": self.notices,
+            "clips": self.clips,
         }
+
+
+#: Where each weights-file spec lives: (module of floatalk.evaluate, constant).
+_SPECS = {
+    "fid": ("fid", "FID_INCEPTION"),
+    "fvd": ("fvd", "FVD_I3D"),
+    "csim": ("csim", "CSIM_ARCFACE"),
+    "face3d": ("face3d", "FACE3D_RECON"),
+    "lse": ("syncnet", "SYNCNET"),
+    "lpips": ("perceptual", "LPIPS_ALEXNET"),
+}
+
+
+def backbone_file(entry: str) -> Any:
+    """The BackboneFile of a weights entry ("fid", "fvd", "csim", "face3d", "lse", "lpips")."""
+    import importlib
+
+    module, name = _SPECS[entry]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+
+def choose_metrics(
+    metrics: tuple[str, ...] | None, weights: dict[str, Any]
+) -> tuple[tuple[str, ...], dict[str, Any], list[str]]:
+    """(metrics to run, the weights path of each file entry (option, else environment), notices).
+
+    Without `metrics`, every metric that can run: the shipped ones, and each paper metric whose
+    weights file is given (the others are skipped with a notice). A metric asked for by name whose
+    file is missing stops with the one-line error of its spec.
+    """
+    asked = metrics is not None
+    chosen = tuple(dict.fromkeys(METRICS if metrics is None else metrics))
+    unknown = sorted(set(chosen) - set(METRICS))
+    if unknown or not chosen:
+        raise InputError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}")
+    unknown_files = sorted(set(weights) - set(_SPECS))
+    if unknown_files:
+        raise InputError(f"unknown weights entry {unknown_files[0]}; known: {', '.join(_SPECS)}")
+    specs = {NEEDS_FILE[m]: backbone_file(NEEDS_FILE[m]) for m in chosen if m in NEEDS_FILE}
+    paths = {
+        k: weights.get(k) if weights.get(k) is not None else os.environ.get(s.env) or None
+        for k, s in specs.items()
+    }
+    notices = []
+    if not asked:
+        skipped = [m for m in chosen if m in NEEDS_FILE and paths[NEEDS_FILE[m]] is None]
+        if skipped:
+            files = sorted({NEEDS_FILE[m] for m in skipped})
+            notices.append(
+                f"skipped {', '.join(skipped)}: no weights file given ("
+                + ", ".join(f"{specs[f].option} or {specs[f].env}" for f in files)
+                + "; docs/evaluation.md names each file)"
+            )
+        chosen = tuple(m for m in chosen if m not in skipped)
+    return chosen, paths, notices
+
+
+def _clip_audio(generated: Path, real: Path) -> np.ndarray | None:
+    """The speech at 16 kHz: the generated clip's own sound track, else the real clip's, else None."""
+    from ..io import load_audio
+    from ..io.video_reader import VideoReader
+
+    for path in (generated, real):
+        with VideoReader(path) as reader:
+            if reader.has_audio:
+                return load_audio(path, 16000)
+    return None
 
 
 def evaluate_videos(
     real_dir: str | os.PathLike,
     generated_dir: str | os.PathLike,
     metrics: tuple[str, ...] | None = None,
-    fid_weights: str | os.PathLike | None = None,
+    weights: dict[str, Any] | None = None,
     max_frames: int | None = None,
+    fvd_stride: int = 1,
+    identity_step: int = 1,
+    cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> VideosReport:
-    """Pair the clips, align their frames at 25 fps and compute the chosen metrics (module docstring)."""
-    from .fid import FID_INCEPTION
+    """Pair the clips, align their frames at 25 fps and compute the chosen metrics (module docstring).
 
-    asked = metrics is not None
-    chosen = tuple(METRICS if metrics is None else metrics)
-    unknown = sorted(set(chosen) - set(METRICS))
-    if unknown or not chosen:
-        raise InputError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}")
+    Args:
+        weights: weights file per entry of :data:`NEEDS_FILE` ("fid", "fvd", "csim", "face3d", "lse",
+            "lpips"); missing entries are read from their environment variables.
+        max_frames: use at most the first N frames (at 25 fps) of each clip.
+        fvd_stride: step between FVD's 16-frame windows.
+        identity_step: the identity measure describes every Nth generated frame (frames 0, N, 2N...).
+        cache_dir: keep real-clip features there and reuse them (measures.FeatureCache).
+        progress: called as progress(done, total) after each pair.
+    """
+    from .measures import ClipPair, FeatureCache, build_measures
+
     if max_frames is not None and max_frames < 2:
         raise InputError(f"--max-frames must be >= 2, got {max_frames}")
-    notices: list[str] = []
-    fid_path = fid_weights if fid_weights is not None else os.environ.get(FID_INCEPTION.env) or None
-    if "fid" in chosen and fid_path is None and not asked:
-        chosen = tuple(m for m in chosen if m != "fid")
-        notices.append(
-            f"FID skipped: no Inception weights given ({FID_INCEPTION.option} or {FID_INCEPTION.env})"
-        )
+    if fvd_stride < 1:
+        raise InputError(f"--fvd-stride must be >= 1, got {fvd_stride}")
+    if identity_step < 1:
+        raise InputError(f"--identity-step must be >= 1, got {identity_step}")
+    chosen, paths, notices = choose_metrics(metrics, dict(weights or {}))
+    if not chosen:
+        raise InputError("no metric to compute: " + "; ".join(notices))
     pairs, unpaired = pair_clips(real_dir, generated_dir)
     if unpaired:
         notices.append(f"{len(unpaired)} clips without a partner left out: {', '.join(unpaired[:5])}")
-
-    inception = None
-    if "fid" in chosen:
-        from .fid import InceptionFeatures
-
-        inception = InceptionFeatures(fid_path)  # checked before any clip is read
+    measures = build_measures(
+        chosen, paths, fvd_stride, identity_step
+    )  # every file checked before any clip is read
     report = VideosReport(pairs=len(pairs), frames=0, notices=notices)
-    feats: dict[str, list[np.ndarray]] = {"real": [], "generated": []}
-    params: dict[str, list[Any]] = {"real": [], "generated": []}
-    distances_id: list[float] = []
-    describer = None
-    if "identity" in chosen:
-        from .identity import FaceDescriber
-
-        describer = FaceDescriber()
-    for done, (_, real_path, gen_path) in enumerate(pairs):
+    cache = FeatureCache(cache_dir)
+    hears = bool({"lipsync", "lse"} & set(chosen))
+    for done, (name, real_path, gen_path) in enumerate(pairs):
         real, gen = _clip_frames(real_path, max_frames), _clip_frames(gen_path, max_frames)
         n = min(len(real), len(gen))
         report.frames += n
-        for side, frames in (("real", real[:n]), ("generated", gen[:n])):
-            if inception is not None:
-                feats[side].append(inception([frames]))
-            if {"efid", "pfid"} & set(chosen):
-                from .face_params import FaceParameterTracker
-
-                with FaceParameterTracker(fps=EVAL_FPS) as tracker:
-                    params[side].append(tracker.track(frames))
-        if describer is not None:
-            distances_id += _identity_distances(describer, real[0], gen[:n], real_path)
+        pair = ClipPair(
+            name, real[:n], gen[:n], _clip_audio(gen_path, real_path) if hears else None, real_path, gen_path
+        )
+        for measure in measures:
+            measure.add(pair, cache)
         if progress is not None:
             progress(done + 1, len(pairs))
-    if inception is not None:
-        from .fid import fid
-
-        report.metrics["FID"] = fid(np.concatenate(feats["real"]), np.concatenate(feats["generated"]))
-        report.backbones["FID"] = inception.backbone.describe()
-    if describer is not None:
-        if not distances_id:
-            raise InputError("identity: dlib found no face in any generated frame")
-        report.metrics["identity (median L2)"] = float(np.median(distances_id))
-        report.backbones["identity (median L2)"] = (
-            "dlib face descriptor (shipped; not the paper's ArcFace CSIM: "
-            "not comparable with published numbers)"
-        )
-        if len(distances_id) < report.frames:
-            notices.append(f"identity: faces in {len(distances_id)} of {report.frames} generated frames")
-    if {"efid", "pfid"} & set(chosen):
-        from .face_params import face_parameter_distances
-
-        distances = face_parameter_distances(params["real"], params["generated"])
-        landmarker = (
-            "MediaPipe Face Landmarker (shipped; not the paper's 3DMM: not comparable with published numbers)"
-        )
-        for key, name in (("efid", "E-FID"), ("pfid", "P-FID")):
-            if key in chosen:
-                report.metrics[name] = distances[name]
-                report.backbones[name] = landmarker
-        faces = distances["frames with a face"]
-        if min(faces.values()) < report.frames:
-            notices.append(
-                f"frames with a face: real {faces['real']}, generated {faces['generated']} of {report.frames}"
-            )
+    for measure in measures:
+        measure.finish(report)
     return report
-
-
-def _identity_distances(
-    describer: Any, source: np.ndarray, frames: np.ndarray, source_path: Path
-) -> list[float]:
-    """L2 distances of the faces in `frames` to the face of `source` (frames without a face left out)."""
-    from .identity import identity_distance
-
-    reference = describer.describe(source)
-    if reference is None:
-        raise InputError(f"identity: no face in the first frame of {source_path} (the source image)")
-    out = []
-    for frame in frames:
-        descriptor = describer.describe(frame)
-        if descriptor is not None:
-            out.append(identity_distance(reference, descriptor))
-    return out
