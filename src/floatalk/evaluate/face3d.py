@@ -123,7 +123,7 @@ class _Bottleneck(nn.Module):
 
 
 class _ResNet50Trunk(nn.Module):
-    """torchvision's ResNet-50 without ``fc``: (n, 3, H, W) -> (n, 2048, 1, 1) after global average pooling."""
+    """torchvision's ResNet-50 without ``fc``: (n, 3, H, W) -> (n, 2048, 1, 1), globally average-pooled."""
 
     def __init__(self):
         super().__init__()
@@ -300,7 +300,9 @@ class Face3DFitter:
         """Aligned faces uint8 RGB (n, 224, 224, 3) -> (n, 257) float64 coefficients."""
         batch = np.asarray(crops)
         if batch.ndim != 4 or batch.shape[1:] != (CROP_SIZE, CROP_SIZE, 3) or batch.dtype != np.uint8:
-            raise InputError(f"aligned faces must be uint8 RGB (n, 224, 224, 3), got {batch.dtype} {batch.shape}")
+            raise InputError(
+                f"aligned faces must be uint8 RGB (n, 224, 224, 3), got {batch.dtype} {batch.shape}"
+            )
         out = []
         for start in range(0, len(batch), self.batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(batch[start : start + self.batch_size]))
