@@ -6,19 +6,22 @@ names found on one side only are listed and left out. Each clip's frames are tak
 :data:`EVAL_FPS` (25, the paper's rate): frame ``i`` is the source frame shown at ``i / 25`` s
 (nearest earlier frame), and a pair is cut to its shorter clip, so both sides cover the same moments.
 
-Metrics (``--metrics``, default: every one that can run here):
+Metrics (``--metrics``, default: the shipped ones and every paper metric whose weights file is given
+by option or environment variable; the others are skipped with a notice):
 
-* ``fid``: FID (Eq. 22) of Inception-v3 features of all frames (evaluate/fid.py); needs the Inception
-  weights file (``--fid-weights`` or $FLOATALK_FID_WEIGHTS), so it is skipped, with a notice, when no
-  file is given and it was not asked for by name;
-* ``identity``: the shipped CSIM analogue: dlib's face descriptor of every generated frame against
-  that of the pair's first *real* frame (the source image, §B.3); the median L2 distance over all
-  frames with a face (below 0.6 = the same person for dlib; lower is better; evaluate/identity.py).
-  Not the paper's ArcFace cosine, so not comparable with its CSIM;
-* ``efid``, ``pfid``: Fréchet distances of per-frame expression (52 blendshapes) and head pose (6-d) from
-  the shipped MediaPipe Face Landmarker (evaluate/face_params.py): not the paper's 3DMM features, so
-  not comparable with its numbers.
+* paper metrics, each reading its network from a local file (evaluate/backbones.py): ``fid`` (FID,
+  Inception-v3, evaluate/fid.py), ``fvd`` (I3D logits of 16-frame sliding windows, evaluate/fvd.py),
+  ``csim`` (ArcFace cosine of the source frame with every generated frame, evaluate/csim.py),
+  ``efid3d`` / ``pfid3d`` (Fréchet distances of 3DMM expression and pose from Deep3DFaceRecon,
+  evaluate/face3d.py), ``lse`` (SyncNet LSE-D / LSE-C, evaluate/syncnet.py), ``lpips`` (AlexNet
+  LPIPS between frames shown at the same time, evaluate/perceptual.py);
+* shipped measures (not comparable with published numbers): ``identity`` (dlib descriptor L2 to the
+  source face, evaluate/identity.py), ``efid`` / ``pfid`` (MediaPipe blendshapes and head pose,
+  evaluate/face_params.py), ``lipsync`` (mouth opening vs speech envelope, its Pearson r at the best
+  offset within ±15 frames and at 0, and the offset; evaluate/measures.py).
 
+Every distribution metric pools all frames (or windows) of all pairs on each side. The per-metric
+accumulators live in evaluate/measures.py.
 The report names the backbone behind each number and whether it is the published file.
 """
 
