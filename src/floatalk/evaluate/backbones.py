@@ -141,3 +141,38 @@ def check_layout(
     digest = sha256_of(path)
     published = None if spec.sha256 is None else digest.startswith(spec.sha256.lower())
     return CheckedBackbone(spec, path, digest, published)
+
+
+_COUNTER = "num_batches_tracked"
+
+
+def normalise_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a ``module.`` prefix carried by every name (a state dict taken from a distributed
+    wrapper) and cast floating tensors to float32 (a file stored in half precision)."""
+    prefix = "module."
+    if state and all(k.startswith(prefix) for k in state):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_checked(
+    spec: BackboneFile, path: Path, net: torch.nn.Module, state: Mapping[str, torch.Tensor]
+) -> tuple[torch.nn.Module, CheckedBackbone]:
+    """Check `state` against `net`'s names and shapes (batch-norm ``num_batches_tracked`` counters
+    optional: unused at evaluation, absent from files saved by old PyTorch) and load it strictly.
+
+    `net` may live on the meta device (shapes only); it is then materialised on the CPU first.
+    Returns (the loaded network in evaluation mode, without gradients; the checked file).
+    """
+    layout = net.state_dict()
+    expected = {k: tuple(v.shape) for k, v in layout.items() if not k.endswith(_COUNTER)}
+    state = normalise_state(state)
+    given = {k: v for k, v in state.items() if not k.endswith(_COUNTER)}
+    checked = check_layout(spec, path, given, expected)
+    for key in layout:
+        if key.endswith(_COUNTER):
+            given[key] = state.get(key, torch.zeros((), dtype=torch.long))
+    if any(t.is_meta for t in layout.values()):
+        net = net.to_empty(device="cpu")
+    net.load_state_dict(given, strict=True)
+    return net.eval().requires_grad_(False), checked

@@ -30,14 +30,13 @@ it used. Numbers from the same file and this code are comparable with each other
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import InputError
-from .backbones import BackboneFile, CheckedBackbone, check_layout, load_state_dict
+from .backbones import BackboneFile, load_checked, load_state_dict
 from .face_align import ARCFACE_TEMPLATE, FivePointLocator, similarity_transform, warp_face
 
 __all__ = [
@@ -68,7 +67,6 @@ EMBEDDING_DIM = 512
 #: Blocks per stage of iresnet100, and the stages' widths.
 IRESNET100_LAYERS = (3, 13, 30, 3)
 _WIDTHS = (64, 128, 256, 512)
-_COUNTER = "num_batches_tracked"
 
 
 def _conv3x3(inputs: int, outputs: int, stride: int = 1) -> nn.Conv2d:
@@ -150,14 +148,6 @@ def arcface_layout() -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in iresnet100().state_dict().items()}
 
 
-def _prepare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a ``module.`` prefix carried by every name, cast floating tensors to float32."""
-    prefix = "module."
-    if state and all(k.startswith(prefix) for k in state):
-        state = {k[len(prefix) :]: v for k, v in state.items()}
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-
-
 class ArcFaceEmbedder:
     """L2-normalised 512-d ArcFace embeddings of faces, from a checked local iresnet100 file.
 
@@ -174,19 +164,11 @@ class ArcFaceEmbedder:
         if batch_size < 1:
             raise InputError(f"CSIM batch size must be at least 1, got {batch_size}")
         resolved = CSIM_ARCFACE.resolve(path)
-        state = _prepare(load_state_dict(CSIM_ARCFACE, resolved))
+        state = load_state_dict(CSIM_ARCFACE, resolved)
         with torch.device("meta"):  # shapes only: no time spent on a random initialisation
             net = iresnet100()
-        layout = net.state_dict()
-        expected = {k: tuple(v.shape) for k, v in layout.items() if not k.endswith(_COUNTER)}
-        given = {k: v for k, v in state.items() if not k.endswith(_COUNTER)}
-        self.backbone: CheckedBackbone = check_layout(CSIM_ARCFACE, resolved, given, expected)
-        for key in layout:  # the counters, unused at evaluation, where the file lacks them
-            if key.endswith(_COUNTER):
-                given[key] = state.get(key, torch.zeros((), dtype=torch.long))
-        net = net.to_empty(device=device)
-        net.load_state_dict(given, strict=True)
-        self.net = net.eval().requires_grad_(False)
+        net, self.backbone = load_checked(CSIM_ARCFACE, resolved, net, state)
+        self.net = net.to(device)
         self.device = torch.device(device)
         self.batch_size = batch_size
 

@@ -40,7 +40,7 @@ Numbers from the same file, stride and this code are comparable with each other.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .backbones import BackboneFile, CheckedBackbone, check_layout, load_state_dict
+from .backbones import BackboneFile, load_checked, load_state_dict
 from .frechet import frechet_distance
 
 __all__ = [
@@ -250,14 +250,6 @@ def i3d_layout() -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in InceptionI3d().state_dict().items() if not k.endswith(_COUNTER)}
 
 
-def _prepare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a ``module.`` prefix carried by every name, cast floating tensors to float32."""
-    prefix = "module."
-    if state and all(k.startswith(prefix) for k in state):
-        state = {k[len(prefix) :]: v for k, v in state.items()}
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-
-
 def prepare_frames(frames: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 RGB frames (F, H, W, 3) -> (F, 3, 224, 224) float32 in [-1, 1] on `device`.
 
@@ -303,19 +295,11 @@ class I3DFeatures:
         if stride < 1:
             raise InputError(f"FVD window stride must be at least 1, got {stride}")
         resolved = FVD_I3D.resolve(path)
-        state = _prepare(_read(resolved))
+        state = _read(resolved)
         with torch.device("meta"):  # shapes only: no time spent on a random initialisation
             net = InceptionI3d()
-        layout = net.state_dict()
-        expected = {k: tuple(v.shape) for k, v in layout.items() if not k.endswith(_COUNTER)}
-        given = {k: v for k, v in state.items() if not k.endswith(_COUNTER)}
-        self.backbone: CheckedBackbone = check_layout(FVD_I3D, resolved, given, expected)
-        for key in layout:  # the counters, unused at evaluation, which the published file lacks
-            if key.endswith(_COUNTER):
-                given[key] = state.get(key, torch.zeros((), dtype=torch.long))
-        net = net.to_empty(device=device)
-        net.load_state_dict(given, strict=True)
-        self.net = net.eval().requires_grad_(False)
+        net, self.backbone = load_checked(FVD_I3D, resolved, net, state)
+        self.net = net.to(device)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.stride = stride

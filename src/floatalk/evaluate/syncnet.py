@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .backbones import BackboneFile, CheckedBackbone, check_layout, load_state_dict
+from .backbones import BackboneFile, load_checked, load_state_dict
 
 __all__ = [
     "AUDIO_RATE",
@@ -130,7 +130,6 @@ EMBEDDING_DIM = 1024
 MAX_OFFSET = 15
 #: Added to each component of a difference before its norm (as torch's pairwise_distance).
 _DISTANCE_EPS = 1e-6
-_COUNTER = "num_batches_tracked"
 
 
 def _conv_block(conv: nn.Module, norm: nn.Module, pool: nn.Module | None = None) -> list[nn.Module]:
@@ -311,14 +310,6 @@ def lse(results: Sequence[SyncResult]) -> dict[str, float]:
     }
 
 
-def _prepare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a ``module.`` prefix carried by every name, cast floating tensors to float32."""
-    prefix = "module."
-    if state and all(k.startswith(prefix) for k in state):
-        state = {k[len(prefix) :]: v for k, v in state.items()}
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-
-
 class SyncNetScorer:
     """LSE scores of clips (face-crop frames + their sound) with a checked local ``syncnet_v2.model``.
 
@@ -336,19 +327,11 @@ class SyncNetScorer:
         if batch_size < 1:
             raise InputError(f"SyncNet batch size must be at least 1, got {batch_size}")
         resolved = SYNCNET.resolve(path)
-        state = _prepare(load_state_dict(SYNCNET, resolved))
+        state = load_state_dict(SYNCNET, resolved)
         with torch.device("meta"):
             net = SyncNet()
-        layout = net.state_dict()
-        expected = {k: tuple(v.shape) for k, v in layout.items() if not k.endswith(_COUNTER)}
-        given = {k: v for k, v in state.items() if not k.endswith(_COUNTER)}
-        self.backbone: CheckedBackbone = check_layout(SYNCNET, resolved, given, expected)
-        for key in layout:  # the counters, unused at evaluation, where the file lacks them
-            if key.endswith(_COUNTER):
-                given[key] = state.get(key, torch.zeros((), dtype=torch.long))
-        net = net.to_empty(device=device)
-        net.load_state_dict(given, strict=True)
-        self.net = net.eval().requires_grad_(False)
+        net, self.backbone = load_checked(SYNCNET, resolved, net, state)
+        self.net = net.to(device)
         self.device = torch.device(device)
         self.batch_size = batch_size
 
