@@ -93,8 +93,15 @@ def sha256_of(path: str | os.PathLike, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def load_state_dict(spec: BackboneFile, path: Path) -> dict[str, torch.Tensor]:
-    """The file's tensors (safetensors, or a torch pickle, read with weights_only); InputError if not."""
+def load_state_dict(
+    spec: BackboneFile, path: Path, entries: tuple[str, ...] = ("state_dict",)
+) -> dict[str, torch.Tensor]:
+    """The file's tensors (safetensors, or a torch pickle read with weights_only); InputError if not.
+
+    A checkpoint that wraps the state dict under one of `entries` (e.g. Deep3DFaceRecon's
+    ``{"net_recon": ..., "opt_00": ...}``) is unwrapped at the first entry it holds.
+    """
+    wants = f"{spec.option} wants {spec.filename} from {spec.origin}"
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -105,12 +112,18 @@ def load_state_dict(spec: BackboneFile, path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise InputError(
-            f"{spec.name}: {path} is not a readable weights file ({type(exc).__name__}: {first})"
+            f"{spec.name}: {path} is not a readable weights file ({type(exc).__name__}: {first}); {wants}"
         ) from None
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
+    for entry in entries:
+        if isinstance(state, Mapping) and isinstance(state.get(entry), Mapping):
+            state = state[entry]
+            break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{spec.name}: {path} does not hold a table of tensors (a state dict)")
+        inside = " or ".join(repr(e) for e in entries)
+        raise InputError(
+            f"{spec.name}: {path} does not hold a table of tensors (a state dict, or one under {inside}); "
+            f"{wants}"
+        )
     return dict(state)
 
 

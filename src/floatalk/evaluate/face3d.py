@@ -34,8 +34,7 @@ file has no published hash (:data:`FACE3D_RECON`), so reports cannot confirm it 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -250,31 +249,6 @@ def align_face(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.nd
     return crop, matrix
 
 
-def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The regressor's tensors from a training checkpoint ({"net_recon": state, ...}) or a bare state dict."""
-    if path.suffix == ".safetensors":
-        return load_state_dict(FACE3D_RECON, path)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise InputError(
-            f"{FACE3D_RECON.name}: {path} is not a readable weights file ({type(exc).__name__}: {first}); "
-            f"{FACE3D_RECON.option} wants {FACE3D_RECON.filename} from {FACE3D_RECON.origin}"
-        ) from None
-    for key in ("net_recon", "state_dict"):  # the training checkpoint's entry; a generic wrapper
-        if isinstance(raw, Mapping) and isinstance(raw.get(key), Mapping):
-            raw = raw[key]
-            break
-    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise InputError(
-            f"{path} is not the {FACE3D_RECON.name} weights file (neither a state dict nor a checkpoint "
-            f"with a 'net_recon' entry); {FACE3D_RECON.option} wants {FACE3D_RECON.filename} "
-            f"from {FACE3D_RECON.origin}"
-        )
-    return dict(raw)
-
-
 class Face3DFitter:
     """Per-frame 3DMM coefficients from Deep3DFaceRecon's regressor, read from a checked local file.
 
@@ -286,7 +260,7 @@ class Face3DFitter:
 
     def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 8):
         resolved = FACE3D_RECON.resolve(path)
-        state = _read_checkpoint(resolved)
+        state = load_state_dict(FACE3D_RECON, resolved, entries=("net_recon", "state_dict"))
         net = Face3DRecon()
         layout = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         self.backbone: CheckedBackbone = check_layout(FACE3D_RECON, resolved, state, layout)

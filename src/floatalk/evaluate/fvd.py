@@ -266,14 +266,6 @@ def prepare_frames(frames: np.ndarray, device: str | torch.device = "cpu") -> to
     return x / 127.5 - 1.0
 
 
-def _read(path) -> dict[str, torch.Tensor]:
-    """The file's tensors; an unreadable file's one-line error also says what the option wants."""
-    try:
-        return load_state_dict(FVD_I3D, path)
-    except InputError as exc:
-        raise InputError(f"{exc}; {FVD_I3D.option} wants {FVD_I3D.filename} from {FVD_I3D.origin}") from None
-
-
 class I3DFeatures:
     """400-d FVD features (I3D logits) of every 16-frame window of uint8 clips, from a checked local file.
 
@@ -295,7 +287,7 @@ class I3DFeatures:
         if stride < 1:
             raise InputError(f"FVD window stride must be at least 1, got {stride}")
         resolved = FVD_I3D.resolve(path)
-        state = _read(resolved)
+        state = load_state_dict(FVD_I3D, resolved)
         with torch.device("meta"):  # shapes only: no time spent on a random initialisation
             net = InceptionI3d()
         net, self.backbone = load_checked(FVD_I3D, resolved, net, state)
