@@ -27,6 +27,8 @@ from ..errors import InputError
 __all__ = ["ClipPair", "FeatureCache", "Measure", "av_offset", "build_measures"]
 
 SHIPPED = "shipped; not the paper's {what}: not comparable with published numbers"
+#: The paper's frame rate: every clip is read at 25 fps (evaluate/videos.py re-exports it).
+EVAL_FPS = 25.0
 #: Offsets searched by the shipped lip-sync measure, as SyncNet's LSE protocol (±15 frames at 25 fps).
 LIPSYNC_MAX_OFFSET = 15
 
@@ -233,7 +235,6 @@ class LandmarkParameterMeasure(_FaceParameterMeasure):
 
     def track(self, frames: np.ndarray) -> Any:
         from .face_params import FaceParameterTracker
-        from .videos import EVAL_FPS
 
         with FaceParameterTracker(fps=EVAL_FPS) as tracker:
             return tracker.track(frames)
@@ -406,7 +407,6 @@ class LipSyncMeasure(Measure):
     def add(self, pair: ClipPair, cache: FeatureCache) -> None:
         from .lipsync import MIN_VALID_FRAMES, speech_envelope
         from .mouth import MouthTracker
-        from .videos import EVAL_FPS
 
         if pair.audio is None:
             self.skipped.append(f"{pair.name} (no sound)")

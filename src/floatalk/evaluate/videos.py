@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .measures import EVAL_FPS  # the paper's 25 fps, defined beside the measures that use it
 
 __all__ = ["EVAL_FPS", "METRICS", "VideosReport", "evaluate_videos", "pair_clips", "resample_indices"]
 
-EVAL_FPS = 25.0
+
 METRICS: tuple[str, ...] = (
     "fid",
     "fvd",
