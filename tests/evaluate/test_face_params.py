@@ -9,9 +9,11 @@ import pytest
 
 from floatalk.errors import InputError
 from floatalk.evaluate.face_params import (
+    FaceParameters,
     FaceParameterTracker,
     face_parameter_distances,
     landmarker_model_path,
+    motion,
     pose_from_matrix,
 )
 from sample_clips import CARPHONE
@@ -91,3 +93,40 @@ def test_e_fid_and_p_fid_rank_a_still_head_below_real_motion(carphone_params):
     assert frozen["P-FID"] > 20 * odd["P-FID"] > 0
     assert frozen["E-FID"] > 10 * odd["E-FID"] > 0
     assert frozen["frames with a face"]["generated"] >= 0.95 * frozen["frames"]["generated"]
+
+
+def _clip(start: np.ndarray, steps: np.ndarray) -> FaceParameters:
+    """A clip that starts at `start` (6,) and moves by the cumulative `steps` (T, 6)."""
+    pose = start + np.cumsum(steps, axis=0)
+    return FaceParameters(np.tile(pose[:, :1], (1, 52)) * 0.01, pose, ())
+
+
+def test_motion_measures_rank_a_still_head_last_where_start_poses_spread_widely():
+    # many clips whose start poses differ far more than each clip moves: the pooled P-FID
+    # barely notices a still head (it has the right spread of starts), the motion P-FID does
+    rng = np.random.default_rng(0)
+    starts = rng.normal(0, 10, (40, 6))
+    real = [_clip(s, rng.normal(0, 0.3, (60, 6))) for s in starts]
+    still = [_clip(p.pose[0], np.zeros((60, 6))) for p in real]
+    # a moving model whose starts are off by 3 (in random directions) from the sources
+    model = [_clip(s + rng.normal(0, 3, 6), rng.normal(0, 0.3, (60, 6))) for s in starts]
+    d_still = face_parameter_distances(real, still)
+    d_model = face_parameter_distances(real, model)
+    assert d_still["P-FID"] < d_model["P-FID"]  # the placement spread dominates the pooled measure
+    assert d_still["P-FID motion"] > 3 * d_model["P-FID motion"]
+    assert d_still["E-FID motion"] > 3 * d_model["E-FID motion"]
+    itself = face_parameter_distances(real, real)
+    assert itself["P-FID motion"] == pytest.approx(0, abs=1e-9)
+
+
+def test_motion_is_relative_to_the_first_frame_with_a_face():
+    pose = np.arange(24, dtype=float).reshape(4, 6)
+    pose[0] = np.nan
+    params = FaceParameters(np.ones((4, 52)), pose, ())
+    moved = motion(params)
+    assert np.isnan(moved.pose[0]).all()
+    np.testing.assert_array_equal(moved.pose[1], 0)
+    np.testing.assert_array_equal(moved.pose[3], pose[3] - pose[1])
+    np.testing.assert_array_equal(moved.expression[1:], 0)
+    nothing = FaceParameters(np.full((2, 52), np.nan), np.full((2, 6), np.nan), ())
+    assert np.isnan(motion(nothing).pose).all()

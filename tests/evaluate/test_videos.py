@@ -85,7 +85,7 @@ def test_cli_end_to_end_on_a_real_clip_against_a_still_one(tmp_path, capsys):
     )
     assert code == 0
     assert frozen["frames"] == 6 and frozen["pairs"] == 1
-    assert set(frozen["metrics"]) == {"FID", "E-FID", "P-FID"}
+    assert set(frozen["metrics"]) == {"FID", "E-FID", "P-FID", "E-FID motion", "P-FID motion"}
     assert all(np.isfinite(v) for v in frozen["metrics"].values())
     assert "NOT the published file" in frozen["backbones"]["FID"]
     assert "not comparable" in frozen["backbones"]["P-FID"]
@@ -98,6 +98,7 @@ def test_cli_end_to_end_on_a_real_clip_against_a_still_one(tmp_path, capsys):
     assert itself["metrics"]["P-FID"] == pytest.approx(0, abs=1e-9)
     code, moving = run(still, "--metrics", "pfid,efid", "--max-frames", "40")
     assert moving["metrics"]["P-FID"] > 1.0 and moving["metrics"]["E-FID"] > 0.01
+    assert moving["metrics"]["P-FID motion"] > 1.0 and moving["metrics"]["E-FID motion"] > 0.01
     assert "| P-FID |" in capsys.readouterr().out
     if importlib.util.find_spec("dlib") is not None:
         # identity: the source image is the first real frame; the speaker stays the same person

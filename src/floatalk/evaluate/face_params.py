@@ -38,6 +38,7 @@ __all__ = [
     "FaceParameters",
     "face_parameter_distances",
     "landmarker_model_path",
+    "motion",
     "pose_from_matrix",
 ]
 
@@ -170,10 +171,35 @@ class FaceParameterTracker:
         return FaceParameters(expression, pose, self.blendshape_names)
 
 
+def motion(params: FaceParameters) -> FaceParameters:
+    """The clip's parameters minus those of its first frame with a face: motion, not placement.
+
+    (T, 52) and (T, 6) rows become displacements from the clip's own start, so that the spread of
+    start poses and expressions between clips (which a still source reproduces exactly) drops out
+    and what is left is how the face moves. Rows without a face stay NaN; a clip without any face
+    comes back all NaN.
+    """
+    found = np.flatnonzero(params.found)
+    if len(found) == 0:
+        return params
+    first = found[0]
+    return FaceParameters(
+        params.expression - params.expression[first],
+        params.pose - params.pose[first],
+        params.blendshape_names,
+    )
+
+
 def face_parameter_distances(
     real: Iterable[FaceParameters], generated: Iterable[FaceParameters]
 ) -> dict[str, Any]:
-    """E-FID and P-FID (Fréchet distances, Eq. 22) of pooled per-frame parameters, frames with faces only."""
+    """Fréchet distances (Eq. 22) of pooled per-frame parameters, frames with faces only.
+
+    * ``E-FID``, ``P-FID``: the parameters as fitted (the paper's definition);
+    * ``E-FID motion``, ``P-FID motion``: the same on :func:`motion` (each clip relative to its own
+      first frame), which ranks a held-still head last even where start poses vary more between
+      clips than within them.
+    """
     real, generated = list(real), list(generated)
 
     def pooled(items: list[FaceParameters], field: str) -> np.ndarray:
@@ -181,13 +207,16 @@ def face_parameter_distances(
         return np.concatenate(rows) if rows else np.zeros((0, 52 if field == "expression" else 6))
 
     out: dict[str, Any] = {}
-    for name, field in (("E-FID", "expression"), ("P-FID", "pose")):
-        a, b = pooled(real, field), pooled(generated, field)
-        if len(a) < 2 or len(b) < 2:
-            raise InputError(
-                f"{name} needs faces in at least 2 frames on each side (found {len(a)} and {len(b)})"
-            )
-        out[name] = frechet_distance(a, b)
+    for suffix, transform in (("", None), (" motion", motion)):
+        a_items = real if transform is None else [transform(p) for p in real]
+        b_items = generated if transform is None else [transform(p) for p in generated]
+        for name, field in (("E-FID", "expression"), ("P-FID", "pose")):
+            a, b = pooled(a_items, field), pooled(b_items, field)
+            if len(a) < 2 or len(b) < 2:
+                raise InputError(
+                    f"{name} needs faces in at least 2 frames on each side (found {len(a)} and {len(b)})"
+                )
+            out[name + suffix] = frechet_distance(a, b)
     out["frames with a face"] = {
         "real": int(sum(p.found.sum() for p in real)),
         "generated": int(sum(p.found.sum() for p in generated)),

@@ -188,7 +188,11 @@ class FVDMeasure(_Frechet):
 
 
 class _FaceParameterMeasure(Measure):
-    """E-FID and P-FID from per-frame face parameters (landmarker blendshapes or 3DMM coefficients)."""
+    """E-FID and P-FID from per-frame face parameters (landmarker blendshapes or 3DMM coefficients).
+
+    Each comes twice: on the parameters as fitted (the paper's) and as ``... motion``, on each clip's
+    parameters relative to its own first frame (face_params.motion).
+    """
 
     labels = ("E-FID", "P-FID")
 
@@ -217,8 +221,9 @@ class _FaceParameterMeasure(Measure):
         distances = face_parameter_distances(self.real, self.generated)
         for key, name, label in zip(self.metric_keys, ("E-FID", "P-FID"), self.labels, strict=True):
             if key in self.keys:
-                report.metrics[label] = distances[name]
-                report.backbones[label] = self.backbone_line()
+                for suffix in ("", " motion"):
+                    report.metrics[label + suffix] = distances[name + suffix]
+                    report.backbones[label + suffix] = self.backbone_line()
         faces, frames = distances["frames with a face"], distances["frames"]
         if min(faces.values()) < frames["real"]:
             report.notices.append(
