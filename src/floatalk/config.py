@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+#: The vector-field predictors of FMTConfig.predictor and the generative processes of FMTConfig.process.
+PREDICTORS: tuple[str, ...] = ("adaln", "cross-attention")
+PROCESSES: tuple[str, ...] = ("flow", "diffusion-epsilon", "diffusion-x0")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,8 +86,26 @@ class FMTConfig:
     clip_frames: int = 50  # L: frames generated per window (2 s at 25 fps)
     context_frames: int = 10  # L': previous frames carried into the next window
     attention_window: int = 2  # T: frame i attends to frames j with |i - j| <= T
+    # The extensions of §5.4-5.5 (the released model has none: pose_dim 0, "adaln", "flow"):
+    pose_dim: int = 0  # P: per-frame head-pose condition size (6 for "A + 3DPose", Table 2); 0 = none
+    pose_mean: tuple[float, ...] = ()  # per-channel standardisation of the pose (training data's); ()
+    pose_std: tuple[float, ...] = ()  # ... means 0 and 1
+    predictor: str = "adaln"  # "adaln" (frame-wise adaLN, the paper) | "cross-attention" (Table 3)
+    process: str = "flow"  # "flow" (matching, the paper) | "diffusion-epsilon" | "diffusion-x0" (Table 3)
+    diffusion_steps: int = 500  # N of the cosine schedule when process is a diffusion
 
     def __post_init__(self) -> None:
+        if self.predictor not in PREDICTORS:
+            raise ValueError(f"fmt.predictor must be one of {PREDICTORS}, got {self.predictor!r}")
+        if self.process not in PROCESSES:
+            raise ValueError(f"fmt.process must be one of {PROCESSES}, got {self.process!r}")
+        if self.pose_dim < 0 or self.diffusion_steps < 1:
+            raise ValueError("fmt.pose_dim must be >= 0 and fmt.diffusion_steps >= 1")
+        for name in ("pose_mean", "pose_std"):
+            if len(getattr(self, name)) not in (0, self.pose_dim):
+                raise ValueError(f"fmt.{name} must have pose_dim ({self.pose_dim}) values or none")
+        if any(v <= 0 for v in self.pose_std):
+            raise ValueError("fmt.pose_std values must be > 0")
         if self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"fmt.hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"

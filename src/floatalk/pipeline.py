@@ -384,14 +384,29 @@ class FloatPipeline:
         audio_scale: float = _DEFAULTS.audio_scale,
         emotion_scale: float = _DEFAULTS.emotion_scale,
     ) -> MotionSampler:
-        """The windowed sampler for this model's window sizes (L, L')."""
+        """The windowed sampler for this model's window sizes (L, L') and generative process.
+
+        A model trained as a diffusion (FMTConfig.process, the Table 3 ablations) samples with DDIM,
+        `nfe` steps per window; `solver` is then unused.
+        """
         cfg = self.config.fmt
+        process = None
+        if cfg.process != "flow":
+            from .flow.diffusion import CosineSchedule, DDIMProcess
+
+            prediction = cfg.process.removeprefix("diffusion-")
+            process = DDIMProcess(prediction, CosineSchedule(cfg.diffusion_steps))
+            try:
+                process.check_steps(nfe)
+            except ValueError as exc:
+                raise InputError(f"nfe: {exc}") from None
         return MotionSampler(
             window=cfg.clip_frames,
             context=cfg.context_frames,
             nfe=nfe,
             method=solver,
             guidance=IncrementalGuidance(audio_scale, emotion_scale),
+            process=process,
         )
 
     def velocity(self, sampler: MotionSampler):

@@ -28,9 +28,11 @@ class WindowConditions:
     Attributes:
         audio: a^{1:L}, (B, L, d_a).
         source_motion: w_{r->S}, (B, d).
-        emotion: w_e, (B, E).
+        emotion: w_e, (B, E), or frame-wise over the window's L'+L frames, (B, L'+L, E).
         prev_motion: x_prev, clean latents of the previous L' frames, (B, L', d).
         prev_audio: a_prev, (B, L', d_a).
+        pose: head pose of the window's L'+L frames, (B, L'+L, P), for a pose-conditioned model;
+            None otherwise (and for pose-free sampling: the null pose).
     """
 
     audio: Tensor
@@ -38,14 +40,15 @@ class WindowConditions:
     emotion: Tensor
     prev_motion: Tensor
     prev_audio: Tensor
+    pose: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
         return self.audio.shape[0]
 
     def as_kwargs(self) -> dict[str, Tensor]:
-        """Keyword arguments for FlowMatchingTransformer.forward."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Keyword arguments for FlowMatchingTransformer.forward (pose only when there is one)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     def drop(
         self,
@@ -54,6 +57,7 @@ class WindowConditions:
         reference: Tensor | None = None,
         prev_motion: Tensor | None = None,
         prev_audio: Tensor | None = None,
+        pose: Tensor | None = None,
     ) -> WindowConditions:
         """Copy with conditions zeroed per sample where the given keep-mask (B,) is False/0.
 
@@ -65,11 +69,22 @@ class WindowConditions:
             emotion=_zero_where(self.emotion, emotion),
             prev_motion=_zero_where(self.prev_motion, prev_motion),
             prev_audio=_zero_where(self.prev_audio, prev_audio),
+            pose=None if self.pose is None else _zero_where(self.pose, pose),
         )
 
     @staticmethod
     def cat(parts: list[WindowConditions]) -> WindowConditions:
-        """Concatenate along the batch."""
-        return WindowConditions(
-            **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(WindowConditions)}
-        )
+        """Concatenate along the batch (the parts all have a pose or none has)."""
+        out = {}
+        for f in fields(WindowConditions):
+            values = [getattr(p, f.name) for p in parts]
+            if all(v is None for v in values):
+                out[f.name] = None
+            else:
+                assert all(v is not None for v in values), f"{f.name} is missing in some parts"
+                # a window-wide emotion (B, E) beside frame-wise ones (B, N, E): broadcast to frames
+                if f.name == "emotion" and len({v.dim() for v in values}) > 1:
+                    n = next(v.shape[1] for v in values if v.dim() == 3)
+                    values = [v if v.dim() == 3 else v[:, None].expand(-1, n, -1) for v in values]
+                out[f.name] = torch.cat(values)
+        return WindowConditions(**out)

@@ -7,7 +7,9 @@ previous speech a_prev with p = 0.5 (the original's training code). A dropped co
 
 The keep-masks are drawn from the global torch RNG (or `generator`) in a fixed order, so that a seeded
 run reproduces its losses exactly: prev_motion, audio, reference, emotion, prev_audio, one
-``torch.rand(B) >= p`` each, drawn even when p is 0 or 1.
+``torch.rand(B) >= p`` each, drawn even when p is 0 or 1; then, only for conditions that carry a
+head pose (a pose-conditioned model, Table 2 "A + 3DPose"), one more for the pose (p = 0.1), which
+keeps the random stream of pose-free runs as it was.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class ConditionDropout:
         emotion: emotion w_e.
         prev_motion: previous latents x_prev.
         prev_audio: previous speech a_prev.
+        pose: head pose p of the window's frames (drawn only when the conditions have one).
     """
 
     audio: float = 0.1
@@ -42,9 +45,10 @@ class ConditionDropout:
     emotion: float = 0.1
     prev_motion: float = 0.5
     prev_audio: float = 0.5
+    pose: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in DRAW_ORDER:
+        for name in (*DRAW_ORDER, "pose"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"drop probability {name} must be in [0, 1], got {p}")
@@ -76,4 +80,6 @@ class ConditionDropout:
         """
         device = conditions.audio.device if device is None else device
         keep = self.keep_masks(conditions.batch_size, device, generator)
+        if conditions.pose is not None:
+            keep["pose"] = torch.rand(conditions.batch_size, device=device, generator=generator) >= self.pose
         return conditions.drop(**keep)

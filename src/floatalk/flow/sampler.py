@@ -23,14 +23,26 @@ from torch import Tensor
 
 from .conditions import WindowConditions
 from .guidance import ConditionalVelocityFn, IncrementalGuidance
-from .solvers import SOLVERS, solve, time_grid
+from .process import FlowODE, GenerativeProcess
+from .solvers import SOLVERS
 
-__all__ = ["MotionSampler", "WindowContext", "WindowSample", "fmt_velocity", "num_windows"]
+__all__ = ["MotionSampler", "WindowContext", "WindowSample", "fmt_velocity", "num_windows", "window_track"]
 
 
 def num_windows(num_frames: int, window: int) -> int:
     """ceil(T / L)."""
     return math.ceil(num_frames / window)
+
+
+def window_track(track: Tensor, start: int, context: int, window: int) -> Tensor:
+    """Frames [start - L', start + L) of a per-frame track (B, T, C), the ends repeated: (B, L'+L, C).
+
+    Before the clip the first frame's value holds, past its end the last frame's (like the speech
+    features of the last window).
+    """
+    total = track.shape[1]
+    index = torch.arange(start - context, start + window, device=track.device).clamp(0, total - 1)
+    return track[:, index]
 
 
 def fmt_velocity(model: Callable[..., Tensor], context_frames: int) -> ConditionalVelocityFn:
@@ -82,9 +94,13 @@ class MotionSampler:
     Attributes:
         window: L, frames per window.
         context: L', frames carried from the previous window.
-        nfe: velocity evaluations per window (see solvers.py; the released `--nfe 10` is 9 here).
-        method: "euler" or "midpoint".
+        nfe: velocity evaluations per window (see solvers.py; the released `--nfe 10` is 9 here);
+            under a diffusion process, its DDIM steps.
+        method: "euler" or "midpoint" (the flow ODE's solver).
         guidance: incremental classifier-free guidance scales.
+        process: how a window's noise becomes latents: None for the flow ODE (the paper), or another
+            GenerativeProcess (flow/diffusion.py's DDIM for the Table 3 ablations); guidance combines
+            its network outputs the same way.
 
     The values are checked where users give them (floatalk.options.GenerateOptions); here they are
     only asserted.
@@ -95,11 +111,17 @@ class MotionSampler:
     nfe: int
     method: str
     guidance: IncrementalGuidance
+    process: GenerativeProcess | None = None  # None: the flow ODE with `method` (FLOAT); else e.g. DDIM
 
     def __post_init__(self) -> None:
         assert self.method in SOLVERS, self.method
         assert self.window >= 1 and 0 <= self.context <= self.window, (self.window, self.context)
-        time_grid(self.nfe, self.method)  # asserts nfe fits the method
+        self.integrator.check_steps(self.nfe)
+
+    @property
+    def integrator(self) -> GenerativeProcess:
+        """The process that maps a window's noise to its latents (flow ODE unless one was given)."""
+        return FlowODE(self.method) if self.process is None else self.process
 
     def window_audio(self, audio_features: Tensor, start: int) -> tuple[Tensor, int]:
         """a^{start:start+L}, the final frame repeated past the clip end: ((B, L, d_a), valid frames)."""
@@ -118,6 +140,7 @@ class MotionSampler:
         context: WindowContext,
         x0: Tensor,
         callback: Callable[[int, int], None] | None = None,
+        pose: Tensor | None = None,
     ) -> tuple[Tensor, WindowContext]:
         """Solve the flow ODE of one window (Eq. 14 guidance inside `velocity`'s wrapper).
 
@@ -125,16 +148,17 @@ class MotionSampler:
             velocity: v(t, x, c) for the current L frames, e.g. `fmt_velocity(fmt, L')`.
             audio: a, (B, L, d_a) speech features of the window.
             source_motion: w_{r->S}, (B, d).
-            emotion: w_e, (B, E).
+            emotion: w_e, (B, E), or frame-wise over the window's L'+L frames, (B, L'+L, E).
             context: the previous window's WindowContext (WindowContext.empty for the first).
             x0: the initial noise, (B, L, d).
             callback: called after each evaluation with (done, nfe).
+            pose: head pose of the window's L'+L frames, (B, L'+L, P), or None.
 
         Returns:
             (x1, the context for the next window): x1 = w_{r->D} of the window, (B, L, d).
         """
-        cond = WindowConditions(audio, source_motion, emotion, context.prev_motion, context.prev_audio)
-        x1 = solve(self.guidance.wrap(velocity, cond), x0, self.nfe, self.method, callback)
+        cond = WindowConditions(audio, source_motion, emotion, context.prev_motion, context.prev_audio, pose)
+        x1 = self.integrator.integrate(self.guidance.wrap(velocity, cond), x0, self.nfe, callback)
         lp, length = self.context, self.window
         if lp:
             context = WindowContext(x1[:, length - lp :], audio[:, length - lp :])
@@ -150,6 +174,7 @@ class MotionSampler:
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         callback: Callable[[int, int], None] | None = None,
+        pose: Tensor | None = None,
     ) -> Iterator[WindowSample]:
         """Sample the clip window by window.
 
@@ -157,7 +182,8 @@ class MotionSampler:
             velocity: v(t, x, c) for the current L frames, e.g. `fmt_velocity(fmt, L')`.
             audio_features: (B, T, d_a) per-frame speech features of the whole clip.
             source_motion: w_{r->S}, (B, d).
-            emotion: w_e, (B, E).
+            emotion: w_e, (B, E), or one per frame of the clip, (B, T, E).
+            pose: head pose per frame of the clip, (B, T, P), for a pose-conditioned model.
             noise: optional x0 for every window, (B, ceil(T/L) * L, d); drawn when None.
             generator: torch.Generator for the noise (fresh noise for every window).
             callback: called with (evaluations done, evaluations total) over the whole clip.
@@ -171,6 +197,8 @@ class MotionSampler:
         length = self.window
         count = num_windows(total, length)
         assert noise is None or tuple(noise.shape) == (b, count * length, d), tuple(noise.shape)
+        for name, track in (("emotion", emotion if emotion.dim() == 3 else None), ("pose", pose)):
+            assert track is None or track.shape[:2] == (b, total), (name, tuple(track.shape))
         dtype, device = audio_features.dtype, audio_features.device
         context = WindowContext.empty(audio_features, d, self.context)
         evaluations = count * self.nfe
@@ -191,7 +219,12 @@ class MotionSampler:
                 def step_cb(done: int, _total: int, _base: int = done_before) -> None:
                     callback(_base + done, evaluations)
 
-            x1, context = self.sample_window(velocity, audio, source_motion, emotion, context, x0, step_cb)
+            lp = self.context
+            window_emotion = emotion if emotion.dim() == 2 else window_track(emotion, start, lp, length)
+            window_pose = None if pose is None else window_track(pose, start, lp, length)
+            x1, context = self.sample_window(
+                velocity, audio, source_motion, window_emotion, context, x0, step_cb, pose=window_pose
+            )
             yield WindowSample(k, start, x1[:, :valid])
 
     def sample(

@@ -8,13 +8,21 @@ Notation (paper -> code):
     x_prev     clean motion latents of the previous L' frames, (B, L', d)
     a, a_prev  per-frame speech features of the current / previous frames, (B, L, d_a), (B, L', d_a)
     w_{r->S}   motion of the source image (reference motion), (B, d)
-    w_e        emotion probabilities, (B, E)
+    w_e        emotion probabilities, (B, E), or frame-wise (B, L'+L, E) ("I2E", §5.5)
+    p          head pose per frame, (B, L'+L, P) (optional "A + 3DPose" condition, §5.4, Table 2)
     c_t        per-frame condition, (B, L'+L, h)
 
 The transformer sees the L'+L frames [x_prev, x_t] with a fixed sinusoidal position table. Every
-frame f gets its own condition c_t^f = Linear([w_{r->S}, a^f, w_e]) + Emb(t), which drives
-frame-wise adaLN-Zero (shift, scale, gate) in every block; attention is banded to +-T frames.
+frame f gets its own condition c_t^f = Linear([w_{r->S}, a^f, w_e^f, Emb_p(p^f)]) + Emb(t), which
+drives frame-wise adaLN-Zero (shift, scale, gate) in every block; attention is banded to +-T frames.
 The output is a velocity for all L'+L frames (the sampler uses the last L).
+
+Extensions, all off in the released model (FMTConfig): the pose condition (`pose_dim` > 0):
+Emb_p(p) = LayerNorm(Linear((p - mean) / std)) (the author's hint for "A + 3DPose"), zero for a
+frame whose pose is all zeros (the null pose of condition dropout and pose-free sampling); the
+cross-attention predictor (`predictor="cross-attention"`, Table 3), whose blocks attend over the
+frames and their condition tokens at once (nn.attention.BandedContextAttention) instead of adaLN.
+Under a diffusion process (`process`) the same network predicts ε or x0 instead of a velocity.
 
 The module is pure: no dropout of conditions (training does that, see flow/conditions.py), no
 guidance and no ODE. Attribute names follow the released checkpoint (prefix `fmt.`).
@@ -26,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import FMTConfig
-from ..nn.attention import BandedSelfAttention, band_mask
+from ..nn.attention import BandedContextAttention, BandedSelfAttention, band_mask
 from ..nn.embeddings import TimestepEmbedder, sinusoidal_positions
 
 __all__ = ["FlowMatchingTransformer"]
@@ -85,6 +93,52 @@ class FMTBlock(nn.Module):
         return x
 
 
+class ContextBlock(nn.Module):
+    """Pre-norm block of the cross-attention predictor: frames attend to frames and conditions at once."""
+
+    def __init__(self, hidden_dim: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.norm_context = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.attn = BandedContextAttention(hidden_dim, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.mlp = FeedForward(hidden_dim, int(hidden_dim * mlp_ratio))
+
+    def forward(self, x: Tensor, c: Tensor, allowed: Tensor) -> Tensor:
+        """x, c: (B, N, h); allowed: (N, N) band -> (B, N, h)."""
+        x = x + self.attn(self.norm1(x), self.norm_context(c), allowed)
+        return x + self.mlp(self.norm2(x))
+
+
+class PoseEmbed(nn.Module):
+    """Emb_p(p) = LayerNorm(Linear((p - mean) / std)), zero where the frame's pose is all zeros (null)."""
+
+    def __init__(self, pose_dim: int, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean or (0.0,) * pose_dim), persistent=False)
+        self.register_buffer("std", torch.tensor(std or (1.0,) * pose_dim), persistent=False)
+        self.proj = nn.Linear(pose_dim, pose_dim)
+        self.norm = nn.LayerNorm(pose_dim)
+
+    def forward(self, pose: Tensor) -> Tensor:
+        """pose: (B, N, P) -> (B, N, P)."""
+        present = (pose != 0).any(dim=-1, keepdim=True).to(pose.dtype)  # (B, N, 1)
+        normalised = (pose - self.mean.to(pose.dtype)) / self.std.to(pose.dtype)
+        return self.norm(self.proj(normalised)) * present
+
+
+class ContextOutputLayer(nn.Module):
+    """Output of the cross-attention predictor: LayerNorm and projection, no modulation (`decoder`)."""
+
+    def __init__(self, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.linear = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.linear(self.norm_final(x))
+
+
 class OutputLayer(nn.Module):
     """Final adaLN (shift, scale) and projection back to the latent size (`decoder`)."""
 
@@ -105,7 +159,7 @@ class OutputLayer(nn.Module):
 
 
 class FlowMatchingTransformer(nn.Module):
-    """v_theta(x_t, t | x_prev, a_prev, a, w_{r->S}, w_e) over one window of L'+L frames."""
+    """v_theta(x_t, t | x_prev, a_prev, a, w_{r->S}, w_e[, p]) over one window of L'+L frames."""
 
     def __init__(self, config: FMTConfig):
         super().__init__()
@@ -116,11 +170,16 @@ class FlowMatchingTransformer(nn.Module):
         self.register_buffer("allowed", band_mask(n, config.attention_window), persistent=False)  # (N, N)
         self.x_embedder = SequenceEmbed(config.latent_dim, h)
         self.t_embedder = TimestepEmbedder(h, config.timestep_dim)
-        self.c_embedder = nn.Linear(config.latent_dim + config.audio_dim + config.num_emotions, h)
+        if config.pose_dim:
+            self.pose_embedder = PoseEmbed(config.pose_dim, config.pose_mean, config.pose_std)
+        cond_dim = config.latent_dim + config.audio_dim + config.num_emotions + config.pose_dim
+        self.c_embedder = nn.Linear(cond_dim, h)
+        block = FMTBlock if config.predictor == "adaln" else ContextBlock
         self.blocks = nn.ModuleList(
-            [FMTBlock(h, config.num_heads, config.mlp_ratio) for _ in range(config.depth)]
+            [block(h, config.num_heads, config.mlp_ratio) for _ in range(config.depth)]
         )
-        self.decoder = OutputLayer(h, config.latent_dim)
+        output = OutputLayer if config.predictor == "adaln" else ContextOutputLayer
+        self.decoder = output(h, config.latent_dim)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -135,10 +194,15 @@ class FlowMatchingTransformer(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.decoder.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.decoder.adaLN_modulation[-1].bias)
+            if isinstance(block, FMTBlock):
+                nn.init.zeros_(block.adaLN_modulation[-1].weight)
+                nn.init.zeros_(block.adaLN_modulation[-1].bias)
+            else:  # cross-attention predictor: residual branches start at zero instead of their gates
+                nn.init.zeros_(block.attn.proj.weight)
+                nn.init.zeros_(block.mlp.fc2.weight)
+        if isinstance(self.decoder, OutputLayer):
+            nn.init.zeros_(self.decoder.adaLN_modulation[-1].weight)
+            nn.init.zeros_(self.decoder.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.decoder.linear.weight)
         nn.init.zeros_(self.decoder.linear.bias)
 
@@ -151,6 +215,7 @@ class FlowMatchingTransformer(nn.Module):
         emotion: Tensor,
         prev_motion: Tensor,
         prev_audio: Tensor,
+        pose: Tensor | None = None,
     ) -> Tensor:
         """Velocity of the whole window.
 
@@ -159,12 +224,15 @@ class FlowMatchingTransformer(nn.Module):
             t: flow time, () or (B,) in [0, 1].
             audio: a^{1:L}, (B, L, d_a).
             source_motion: w_{r->S}, (B, d).
-            emotion: w_e, (B, E).
+            emotion: w_e, (B, E), or one per frame of the window, (B, L'+L, E).
             prev_motion: x_prev, (B, L', d).
             prev_audio: a_prev, (B, L', d_a).
+            pose: p, (B, L'+L, P) head pose per frame of the window, only for a model with
+                pose_dim > 0; None (or all-zero frames) is the null pose.
 
         Returns:
-            (B, L'+L, d) velocity; frames [L':] are the current window.
+            (B, L'+L, d) velocity (or ε / x0 under a diffusion process); frames [L':] are the
+            current window.
         """
         n = prev_motion.shape[1] + x.shape[1]
         if n != self.pos_embed.shape[1]:
@@ -173,8 +241,16 @@ class FlowMatchingTransformer(nn.Module):
         seq = self.x_embedder(torch.cat([prev_motion, x], dim=1)) + self.pos_embed  # (B, N, h)
         a = torch.cat([prev_audio, audio], dim=1)  # (B, N, d_a)
         ref = source_motion.unsqueeze(1).expand(-1, n, -1)  # (B, N, d)
-        emo = emotion.to(a.dtype).unsqueeze(1).expand(-1, n, -1)  # (B, N, E)
-        c = self.c_embedder(torch.cat([ref, a, emo], dim=-1)) + t_emb  # (B, N, h)
+        emotion = emotion.to(a.dtype)
+        emo = emotion.unsqueeze(1).expand(-1, n, -1) if emotion.dim() == 2 else emotion  # (B, N, E)
+        parts = [ref, a, emo]
+        if self.config.pose_dim:
+            if pose is None:
+                pose = a.new_zeros(a.shape[0], n, self.config.pose_dim)
+            parts.append(self.pose_embedder(pose.to(a.dtype)).expand(a.shape[0], -1, -1))  # (B, N, P)
+        elif pose is not None:
+            raise ValueError("this FMT was built without a pose condition (pose_dim = 0); pass pose=None")
+        c = self.c_embedder(torch.cat(parts, dim=-1)) + t_emb  # (B, N, h)
         for block in self.blocks:
             seq = block(seq, c, self.allowed)
         return self.decoder(seq, c)  # (B, N, d)

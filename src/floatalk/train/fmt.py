@@ -37,6 +37,8 @@ from .trainer import TrainTask
 __all__ = ["FMTTask", "FMTTrainConfig", "MotionWindows", "flow_matching_objective", "train_fmt"]
 
 TASK = "fmt"
+#: FMTTrainConfig.emotion_source values.
+EMOTION_SOURCES = ("clip", "image")
 
 
 def _train_defaults() -> TrainingConfig:
@@ -74,13 +76,20 @@ class FMTTrainConfig:
     drop_reference: float = 0.1
     drop_emotion: float = 0.1
     drop_prev: float = 0.5
+    drop_pose: float = 0.1  # the head pose's dropout, for a pose-conditioned model (model.pose_dim > 0)
     samples_per_epoch: int | None = None  # virtual dataset length (default 200 per clip)
     audio_context_frames: int = 8  # extra speech each side of a window for the log-mel encoder
+    # Where w_e comes from: "clip" (the speech-emotion classifier of emotion_weights, else the clip's
+    # label: one per clip, FLOAT) or "image" (the facial-expression model on every frame: frame-wise
+    # "- S2E + I2E", Table 2; data/driving.py).
+    emotion_source: str = "clip"
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
-        for name in ("drop_audio", "drop_reference", "drop_emotion", "drop_prev"):
+        if self.emotion_source not in EMOTION_SOURCES:
+            raise ValueError(f"emotion_source must be one of {EMOTION_SOURCES}, got {self.emotion_source!r}")
+        for name in ("drop_audio", "drop_reference", "drop_emotion", "drop_prev", "drop_pose"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.model.audio_dim != self.audio.feature_dim:
@@ -92,15 +101,26 @@ class FMTTrainConfig:
             raise ValueError(f"model.num_emotions must be {len(EMOTION_LABELS)}")
 
 
-def flow_matching_objective(cfg: FMTTrainConfig) -> FlowMatchingObjective:
-    """The stage-2 objective of a config: OT path, λ_OT / λ_vel and the condition dropout."""
+def flow_matching_objective(cfg: FMTTrainConfig) -> TrainingObjective:
+    """The stage-2 objective of a config: its model's process (flow matching: OT path and λ_OT / λ_vel,
+    Eq. 11-13; or a Table 3 diffusion with ε- or x0-prediction) and the condition dropout."""
     dropout = ConditionDropout(
         audio=cfg.drop_audio,
         reference=cfg.drop_reference,
         emotion=cfg.drop_emotion,
         prev_motion=cfg.drop_prev,
         prev_audio=cfg.drop_prev,
+        pose=cfg.drop_pose,
     )
+    if cfg.model.process != "flow":
+        from ..flow.diffusion import CosineSchedule, DiffusionObjective
+
+        return DiffusionObjective(
+            prediction=cfg.model.process.removeprefix("diffusion-"),
+            schedule=CosineSchedule(cfg.model.diffusion_steps),
+            velocity_weight=cfg.velocity_weight,
+            dropout=dropout,
+        )
     return FlowMatchingObjective(
         path=OTPath(), ot_weight=cfg.ot_weight, velocity_weight=cfg.velocity_weight, dropout=dropout
     )
@@ -119,6 +139,9 @@ class MotionWindows(Dataset):
     window's audio and `context` frames either side, and ``"audio_offset"`` / ``"audio_frames"``
     saying where the window starts in it and how many frames it spans (log-mel front-end). Clip
     ``i % num_clips``; start and source frame from ``numpy.random.default_rng((seed, i))``.
+
+    With `pose_cache` (data/driving.py) items also hold ``"pose": (L'+L, 6)``; with `emotion_cache`
+    their ``"emotion"`` is the frame-wise image emotion of the window, (L'+L, E).
     """
 
     def __init__(
@@ -132,7 +155,10 @@ class MotionWindows(Dataset):
         seed: int = 0,
         context: int = 8,
         samples_per_frame: int = 640,
+        pose_cache: str | Path | None = None,
+        emotion_cache: str | Path | None = None,
     ) -> None:
+        from ..data.driving import load_driving_track
         from ..data.features import load_clip_features
         from ..data.layout import clip_dir, read_audio
 
@@ -142,6 +168,15 @@ class MotionWindows(Dataset):
         for meta in clips:
             feats = load_clip_features(cache_dir, meta.clip_id)
             item = {"motion": feats["motion_latents"].float(), "emotion": feats["emotion"].float()}
+            for key, cache in (("pose", pose_cache), ("emotion", emotion_cache)):
+                if cache is not None:
+                    track = torch.from_numpy(load_driving_track(cache, meta.clip_id)).float()
+                    if track.shape[0] != item["motion"].shape[0]:
+                        raise InputError(
+                            f"clip {meta.clip_id}: its {key} track has {track.shape[0]} frames, the clip "
+                            f"{item['motion'].shape[0]}; remove {cache} to measure it again"
+                        )
+                    item[key] = track
             if frontend == "wav2vec2":
                 item["speech_hidden"] = feats["speech_hidden"]
             else:
@@ -161,11 +196,15 @@ class MotionWindows(Dataset):
         rng = np.random.default_rng((self.seed, index))
         total = item["motion"].shape[0]
         start = int(rng.integers(0, total - self.window + 1))
+        frames = slice(start, start + self.window)
+        emotion = item["emotion"]
         out = {
-            "motion": item["motion"][start : start + self.window],
+            "motion": item["motion"][frames],
             "source_motion": item["motion"][int(rng.integers(0, total))],
-            "emotion": item["emotion"],
+            "emotion": emotion if emotion.dim() == 1 else emotion[frames],
         }
+        if "pose" in item:
+            out["pose"] = item["pose"][frames]
         if "speech_hidden" in item:
             out["speech_hidden"] = item["speech_hidden"][start : start + self.window].float()
         else:
@@ -238,6 +277,7 @@ class FMTTask(TrainTask):
                 emotion=batch["emotion"],
                 prev_motion=prev,
                 prev_audio=audio[:, :lp],
+                pose=batch.get("pose"),
             )
             losses = self.objective.losses(ctx.models["fmt"], x1, prev, cond)
         self.opt.zero_grad(set_to_none=True)
@@ -314,6 +354,32 @@ def train_fmt(cfg: FMTTrainConfig):
             device=D.resolve_device(cfg.train.device),
         )
     D.barrier()
+    pose_cache = emotion_cache = None
+    if cfg.model.pose_dim or cfg.emotion_source == "image":
+        from ..data.driving import build_driving_tracks, load_driving_track, track_cache_dir
+
+        if cfg.model.pose_dim:
+            if cfg.model.pose_dim != 6:
+                raise InputError(
+                    f"model.pose_dim must be 6 (yaw, pitch, roll, x, y, z) or 0, got {cfg.model.pose_dim}"
+                )
+            pose_cache = track_cache_dir(cfg.data, "pose")
+            if D.is_main():
+                build_driving_tracks(cfg.data, scan.clips, "pose")
+            D.barrier()
+            if not cfg.model.pose_mean:  # the training data's per-channel statistics, saved with the model
+                poses = np.concatenate([load_driving_track(pose_cache, m.clip_id) for m in scan.clips])
+                model = dataclasses.replace(
+                    cfg.model,
+                    pose_mean=tuple(round(float(v), 4) for v in poses.mean(0)),
+                    pose_std=tuple(round(max(float(v), 1e-3), 4) for v in poses.std(0)),
+                )
+                cfg = dataclasses.replace(cfg, model=model)
+        if cfg.emotion_source == "image":
+            emotion_cache = track_cache_dir(cfg.data, "image_emotion")
+            if D.is_main():
+                build_driving_tracks(cfg.data, scan.clips, "image_emotion")
+            D.barrier()
     dataset = MotionWindows(
         cfg.data,
         cache,
@@ -324,6 +390,8 @@ def train_fmt(cfg: FMTTrainConfig):
         seed=cfg.train.seed,
         context=cfg.audio_context_frames,
         samples_per_frame=round(cfg.audio.sample_rate / cfg.audio.fps),
+        pose_cache=pose_cache,
+        emotion_cache=emotion_cache,
     )
     seed_everything(cfg.train.seed)
     task = FMTTask(cfg, audio_encoder.cpu())

