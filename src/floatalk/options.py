@@ -34,10 +34,26 @@ class GenerateOptions:
 
     emotion: str = _option(
         "auto",
-        "auto (predicted from the speech) or a label to redirect to: "
-        "angry, disgust, fear, happy, neutral, sad, surprise",
+        "auto (predicted from the speech), a label to redirect to (angry, disgust, fear, happy, "
+        'neutral, sad, surprise), or a timeline of labels: "0-3.5:happy,3.5-:sad@2" (seconds, @ = '
+        "intensity) or a JSON file",
         metavar="LABEL",
     )
+    emotion_from: str | None = _option(
+        None,
+        "frame-wise emotion from the face of a reference video (facial-expression model)",
+        metavar="VIDEO",
+    )
+    pose_from: str | None = _option(
+        None,
+        "head motion copied from a reference video (or a saved (T, 6) .npy track), retargeted to the "
+        "portrait's own pose; needs a model trained with the pose condition",
+        metavar="VIDEO",
+    )
+    still_head: bool = _option(
+        False, "hold the portrait's own head pose (lips, eyes and expression still move; pose model)"
+    )
+    pose_scale: float = _option(1.0, "amplitude of the head motion copied by --pose-from", metavar="S")
     emotion_scale: float = _option(1.0, "emotion guidance g_e, Eq. 14 (stronger emotion: 2-10)", metavar="G")
     audio_scale: float = _option(2.0, "audio guidance g_a, Eq. 14", metavar="G")
     nfe: int = _option(
@@ -100,16 +116,29 @@ class GenerateOptions:
             motion_directions: M, the model's number of motion directions, to check `motion_edits`
                 against (None: checked only for K >= 0).
         """
+        from .emotion_timeline import EmotionTimeline, looks_like_timeline
         from .models.emotion import Emotion
 
         if not isinstance(self.emotion, str):
-            raise InputError(f"emotion must be a label or auto, got {self.emotion!r}")
-        if self.emotion.strip().lower() != "auto":
+            raise InputError(f"emotion must be a label, a timeline or auto, got {self.emotion!r}")
+        if looks_like_timeline(self.emotion):
+            EmotionTimeline.parse(self.emotion)
+        elif self.emotion.strip().lower() != "auto":
             try:
                 Emotion.parse(self.emotion)
             except ValueError as exc:
-                raise InputError(f"{exc} (or auto)") from None
-        for name in ("emotion_scale", "audio_scale", "motion_scale"):
+                raise InputError(f"{exc} (or auto, or a timeline such as 0-2:happy,2-:sad)") from None
+        if self.emotion_from is not None and self.emotion.strip().lower() != "auto":
+            raise InputError("give either --emotion-from VIDEO or --emotion, not both")
+        if self.pose_from is not None and self.still_head:
+            raise InputError("give either --pose-from or --still-head, not both")
+        if self.pose_scale != 1.0 and self.pose_from is None:
+            raise InputError("--pose-scale scales the motion of --pose-from; give --pose-from too")
+        for name in ("emotion_from", "pose_from"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InputError(f"{name.replace('_', '-')} must be a file path, got {value!r}")
+        for name in ("emotion_scale", "audio_scale", "motion_scale", "pose_scale"):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)

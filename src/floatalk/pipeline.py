@@ -428,11 +428,15 @@ class FloatPipeline:
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
         callback: Callable[[int, int], None] | None = None,
+        pose: Tensor | None = None,
+        emotion_weight: Tensor | None = None,
     ) -> Iterator[WindowSample]:
         """Sample motion latents w_{r->D} window by window (see flow/sampler.py).
 
-        `seed` makes the noise reproducible (a CPU generator, so results match across devices);
-        `generator` or explicit `noise` (1, ceil(T/L)*L, d) take precedence.
+        `emotion` is (1, E) or frame-wise (1, T, E); `pose` (1, T, 6) drives a pose-conditioned model
+        (None: the null pose, the model's own head motion); `emotion_weight` (1, T) scales g_e per
+        frame. `seed` makes the noise reproducible (a CPU generator, so results match across
+        devices); `generator` or explicit `noise` (1, ceil(T/L)*L, d) take precedence.
         """
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
@@ -445,6 +449,8 @@ class FloatPipeline:
             noise=noise,
             generator=generator,
             callback=callback,
+            pose=None if pose is None else pose.to(self.device, self.dtype),
+            emotion_weight=None if emotion_weight is None else emotion_weight.to(self.device, self.dtype),
         )
 
     @torch.inference_mode()
@@ -546,6 +552,7 @@ class FloatPipeline:
             InputError: any unusable input or option (one line), before any frame is made.
         """
         options = GenerateOptions.build(options, **changes).validate(self.motion_directions)
+        self._check_conditions(options)
         start = time.perf_counter()
         result = GenerationResult(fps=self.fps)
         timer = _StageTimer(result.stage_seconds)
@@ -637,15 +644,12 @@ class FloatPipeline:
             if options.zero_audio:  # the "no speech" condition the model saw under condition dropout
                 audio.features = torch.zeros_like(audio.features)
             timer.tick("speech features")
-            label = options.emotion.strip().lower()
-            if label == "auto" and self.model.emotion is None:
-                result.notices.append("no speech-emotion model in these weights: emotion set to neutral")
-            emotion = self.emotion_probs(audio, label)
-            if label == "auto":
-                label = f"auto ({self.config.emotion.labels[int(emotion.argmax())]})"
-            result.emotion = label
-            timer.tick("emotion")
             total = audio.num_frames
+            emotion, emotion_weight = self._emotion_condition(options, audio, total, result)
+            timer.tick("emotion")
+            pose = self._pose_condition(options, image, total, result)
+            if pose is not None:
+                timer.tick("head pose")
             seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
             if noise is not None:
                 noise, seed = self._check_noise(noise, total), None
@@ -662,6 +666,8 @@ class FloatPipeline:
                     emotion_scale=options.emotion_scale,
                     seed=seed,
                     noise=noise,
+                    pose=pose,
+                    emotion_weight=emotion_weight,
                 )
             )
         size = self.output_size(options)
@@ -669,6 +675,71 @@ class FloatPipeline:
             source, detail, windows, options, result, timer, total, on_motion, progress, start
         )
         return Generation(frames, result, size, speech, start)
+
+    def _check_conditions(self, options: GenerateOptions) -> None:
+        """Options that need a condition the model was not trained with: one-line InputError."""
+        if (options.pose_from is not None or options.still_head) and not self.config.fmt.pose_dim:
+            flag = "--pose-from" if options.pose_from is not None else "--still-head"
+            raise InputError(
+                f"{flag} needs weights trained with the head-pose condition (fmt.pose_dim = 6); these "
+                "have none (train one with model.pose_dim=6, docs/training.md)"
+            )
+
+    def _emotion_condition(
+        self, options: GenerateOptions, audio: AudioEncoding, total: int, result: GenerationResult
+    ) -> tuple[Tensor, Tensor | None]:
+        """w_e for the clip: (1, E), or frame-wise (1, T, E) with per-frame g_e factors (1, T) or None."""
+        from .emotion_timeline import EmotionTimeline, looks_like_timeline
+
+        if options.emotion_from is not None:
+            from .reference import fit_length, reference_emotion
+
+            track = reference_emotion(options.emotion_from, self.image_size, self.fps)
+            if len(track) < total:
+                result.notices.append(
+                    f"the emotion reference is {len(track)} frames long, the speech {total}: its last "
+                    "emotion holds to the end"
+                )
+            result.emotion = f"from {Path(options.emotion_from).name} (frame-wise)"
+            track = torch.from_numpy(fit_length(track, total))[None]
+            return track.to(self.device, self.dtype), None
+        if looks_like_timeline(options.emotion):
+            timeline = EmotionTimeline.parse(options.emotion)
+            probs, weight = timeline.frames(total, self.fps, labels=tuple(self.config.emotion.labels))
+            result.emotion = timeline.describe()
+            return (
+                torch.from_numpy(probs)[None].to(self.device, self.dtype),
+                torch.from_numpy(weight)[None].to(self.device, self.dtype),
+            )
+        label = options.emotion.strip().lower()
+        if label == "auto" and self.model.emotion is None:
+            result.notices.append("no speech-emotion model in these weights: emotion set to neutral")
+        emotion = self.emotion_probs(audio, label)
+        if label == "auto":
+            label = f"auto ({self.config.emotion.labels[int(emotion.argmax())]})"
+        result.emotion = label
+        return emotion, None
+
+    def _pose_condition(
+        self, options: GenerateOptions, image: Tensor, total: int, result: GenerationResult
+    ) -> Tensor | None:
+        """The head pose of every frame (1, T, 6) for --still-head / --pose-from, else None (null pose)."""
+        if options.pose_from is None and not options.still_head:
+            return None
+        from .reference import fit_length, portrait_pose, reference_pose, retarget_pose
+
+        portrait = portrait_pose(frames_to_uint8(image)[0])
+        if options.still_head:
+            track = np.repeat(portrait[None], total, axis=0)
+        else:
+            reference = reference_pose(options.pose_from, self.image_size, self.fps)
+            if len(reference) < total:
+                result.notices.append(
+                    f"the pose reference is {len(reference)} frames long, the speech {total}: its last "
+                    "pose holds to the end"
+                )
+            track = retarget_pose(fit_length(reference, total), portrait, options.pose_scale)
+        return torch.from_numpy(track)[None].to(self.device, self.dtype)
 
     def _frames(
         self,

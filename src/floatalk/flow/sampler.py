@@ -141,6 +141,7 @@ class MotionSampler:
         x0: Tensor,
         callback: Callable[[int, int], None] | None = None,
         pose: Tensor | None = None,
+        emotion_weight: Tensor | None = None,
     ) -> tuple[Tensor, WindowContext]:
         """Solve the flow ODE of one window (Eq. 14 guidance inside `velocity`'s wrapper).
 
@@ -153,12 +154,14 @@ class MotionSampler:
             x0: the initial noise, (B, L, d).
             callback: called after each evaluation with (done, nfe).
             pose: head pose of the window's L'+L frames, (B, L'+L, P), or None.
+            emotion_weight: (B, L, 1) per-frame factor on g_e (emotion timeline intensities), or None.
 
         Returns:
             (x1, the context for the next window): x1 = w_{r->D} of the window, (B, L, d).
         """
         cond = WindowConditions(audio, source_motion, emotion, context.prev_motion, context.prev_audio, pose)
-        x1 = self.integrator.integrate(self.guidance.wrap(velocity, cond), x0, self.nfe, callback)
+        guided = self.guidance.wrap(velocity, cond, emotion_weight)
+        x1 = self.integrator.integrate(guided, x0, self.nfe, callback)
         lp, length = self.context, self.window
         if lp:
             context = WindowContext(x1[:, length - lp :], audio[:, length - lp :])
@@ -175,6 +178,7 @@ class MotionSampler:
         generator: torch.Generator | None = None,
         callback: Callable[[int, int], None] | None = None,
         pose: Tensor | None = None,
+        emotion_weight: Tensor | None = None,
     ) -> Iterator[WindowSample]:
         """Sample the clip window by window.
 
@@ -184,6 +188,7 @@ class MotionSampler:
             source_motion: w_{r->S}, (B, d).
             emotion: w_e, (B, E), or one per frame of the clip, (B, T, E).
             pose: head pose per frame of the clip, (B, T, P), for a pose-conditioned model.
+            emotion_weight: per-frame factor on g_e, (B, T) (emotion timeline intensities).
             noise: optional x0 for every window, (B, ceil(T/L) * L, d); drawn when None.
             generator: torch.Generator for the noise (fresh noise for every window).
             callback: called with (evaluations done, evaluations total) over the whole clip.
@@ -197,7 +202,12 @@ class MotionSampler:
         length = self.window
         count = num_windows(total, length)
         assert noise is None or tuple(noise.shape) == (b, count * length, d), tuple(noise.shape)
-        for name, track in (("emotion", emotion if emotion.dim() == 3 else None), ("pose", pose)):
+        tracks = (
+            ("emotion", emotion if emotion.dim() == 3 else None),
+            ("pose", pose),
+            ("weight", emotion_weight),
+        )
+        for name, track in tracks:
             assert track is None or track.shape[:2] == (b, total), (name, tuple(track.shape))
         dtype, device = audio_features.dtype, audio_features.device
         context = WindowContext.empty(audio_features, d, self.context)
@@ -222,8 +232,19 @@ class MotionSampler:
             lp = self.context
             window_emotion = emotion if emotion.dim() == 2 else window_track(emotion, start, lp, length)
             window_pose = None if pose is None else window_track(pose, start, lp, length)
+            weight = None
+            if emotion_weight is not None:
+                weight = window_track(emotion_weight[..., None], start, 0, length)  # (B, L, 1)
             x1, context = self.sample_window(
-                velocity, audio, source_motion, window_emotion, context, x0, step_cb, pose=window_pose
+                velocity,
+                audio,
+                source_motion,
+                window_emotion,
+                context,
+                x0,
+                step_cb,
+                pose=window_pose,
+                emotion_weight=weight,
             )
             yield WindowSample(k, start, x1[:, :valid])
 

@@ -34,7 +34,14 @@ from .config import TrainingConfig, config_from_dict
 from .export import ExportOptions, model_state, register_exporter, write_float_model
 from .trainer import TrainTask
 
-__all__ = ["FMTTask", "FMTTrainConfig", "MotionWindows", "flow_matching_objective", "train_fmt"]
+__all__ = [
+    "FMTTask",
+    "FMTTrainConfig",
+    "MotionWindows",
+    "flow_matching_objective",
+    "train_fmt",
+    "with_new_conditions",
+]
 
 TASK = "fmt"
 #: FMTTrainConfig.emotion_source values.
@@ -227,6 +234,28 @@ def _collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 # --------------------------------------------------------------------------------------------------
 
 
+def with_new_conditions(fmt: FlowMatchingTransformer, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A fine-tuning start for a transformer that adds the pose condition to a model trained without it.
+
+    The pose enters the condition map c_embedder as its last input columns; they start at zero and
+    the pose embedder at its initialisation, so the new model begins exactly as the old one (which
+    the old model's weights then continue from). Any other difference is left for the strict load to
+    report.
+    """
+    own = fmt.state_dict()
+    key = "c_embedder.weight"
+    if key in state and key in own and state[key].shape[1] < own[key].shape[1] and fmt.config.pose_dim:
+        old = state[key]
+        extra = own[key].shape[1] - old.shape[1]
+        if extra == fmt.config.pose_dim and old.shape[0] == own[key].shape[0]:
+            state = dict(state)
+            state[key] = torch.cat([old, old.new_zeros(old.shape[0], extra)], dim=1)
+            for name, value in own.items():
+                if name.startswith("pose_embedder.") and name not in state:
+                    state[name] = value.clone()
+    return state
+
+
 class FMTTask(TrainTask):
     """The flow-matching transformer and the trainable part of the speech front-end (both with EMA)."""
 
@@ -238,7 +267,8 @@ class FMTTask(TrainTask):
         if cfg.init_from is not None:  # a fine-tuning start; a resumed run loads its own weights over it
             from ..weights import load_component_state, load_state_strict
 
-            load_state_strict(self.fmt, load_component_state(cfg.init_from, "fmt"), str(cfg.init_from))
+            state = with_new_conditions(self.fmt, load_component_state(cfg.init_from, "fmt"))
+            load_state_strict(self.fmt, state, str(cfg.init_from))
             state = load_component_state(cfg.init_from, "audio_encoder")
             load_state_strict(audio_encoder, state, str(cfg.init_from))
         self.audio_encoder = audio_encoder.freeze_pretrained_()
