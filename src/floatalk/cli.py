@@ -475,6 +475,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
         emotion_scale=args.emotion_scale,
         emotion=args.emotion,
         zero_audio=args.zero_audio,
+        pose=args.pose,
         seed=args.seed,
         split=args.split,
         max_clips=args.max_clips,
@@ -630,6 +631,12 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="label (each clip's emotion label, default), auto (predicted from the speech) or one label",
     )
     mod.add_argument("--zero-audio", action="store_true", help="ablation: motion sampled without the speech")
+    mod.add_argument(
+        "--pose",
+        choices=("none", "real"),
+        default="none",
+        help="real: each clip's own measured head pose drives a pose-conditioned model (default none)",
+    )
     mod.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the first clip (default 0)")
     add_option_arguments(mod, only=("nfe", "audio_scale", "emotion_scale"))
     mod.add_argument("--max-clips", type=int, metavar="N", help="only the first N clips")

@@ -130,3 +130,23 @@ def test_motion_is_relative_to_the_first_frame_with_a_face():
     np.testing.assert_array_equal(moved.expression[1:], 0)
     nothing = FaceParameters(np.full((2, 52), np.nan), np.full((2, 6), np.nan), ())
     assert np.isnan(motion(nothing).pose).all()
+
+
+def test_pose_error_and_jitter_on_constructed_tracks():
+    from floatalk.evaluate.face_params import pose_errors
+
+    t = np.arange(50, dtype=float)
+    smooth = np.stack([t * 0.2, t * -0.1, np.zeros(50), np.zeros(50), np.zeros(50), np.full(50, -22.0)], 1)
+    real = FaceParameters(np.zeros((50, 52)), smooth, ())
+    shifted = FaceParameters(np.zeros((50, 52)), smooth + np.array([2, 2, 2, 5, 5, 5]), ())
+    shaky = smooth.copy()
+    shaky[:, 0] += np.where(t % 2 == 0, 1.0, -1.0)  # +-1 deg on yaw every other frame
+    out = pose_errors([real], [shifted])
+    assert out["pose error"] == pytest.approx(2.0)  # angles only: translations are left out
+    assert out["pose jitter"] == pytest.approx(0, abs=1e-9) and out["real pose jitter"] == pytest.approx(
+        0, abs=1e-9
+    )
+    jittery = pose_errors([real], [FaceParameters(np.zeros((50, 52)), shaky, ())])
+    assert jittery["pose jitter"] == pytest.approx(4.0 / 3)  # |second difference| 4 on one angle of 3
+    with pytest.raises(InputError, match="same frames"):
+        pose_errors([real], [FaceParameters(np.zeros((50, 52)), np.full((50, 6), np.nan), ())])

@@ -74,6 +74,11 @@ def test_baselines_model_resume_and_settings(world, tmp_path):
     again = evaluate_model(world, out, settings, metrics=("lipsync",))
     assert again.generated == 0 and again.reused == 2
     assert again.videos.metrics == model.videos.metrics  # the same clips, the same numbers
+    stamp = out / model.run / "settings.json"  # a stamp written before a setting existed still resumes
+    older = json.loads(stamp.read_text())
+    del older["pose"]
+    stamp.write_text(json.dumps(older))
+    assert evaluate_model(world, out, settings, metrics=("lipsync",)).reused == 2
     with pytest.raises(InputError, match="other settings"):
         evaluate_model(world, out, RunSettings(nfe=3, seed=1), name=model.run, metrics=("lipsync",))
     with pytest.raises(InputError, match="cannot be a run folder name"):

@@ -39,6 +39,7 @@ __all__ = [
     "face_parameter_distances",
     "landmarker_model_path",
     "motion",
+    "pose_errors",
     "pose_from_matrix",
 ]
 
@@ -226,3 +227,31 @@ def face_parameter_distances(
         "generated": int(sum(len(p.pose) for p in generated)),
     }
     return out
+
+
+def pose_errors(real: Iterable[FaceParameters], generated: Iterable[FaceParameters]) -> dict[str, float]:
+    """Frame-by-frame head-pose agreement and smoothness (degrees, yaw / pitch / roll averaged).
+
+    * ``pose error``: mean |generated - real| angle at the same frame (frames with a face on both
+      sides), the mean over clips: how closely the head follows the real (or driving) track;
+    * ``pose jitter``: mean |p(t+1) - 2 p(t) + p(t-1)| of the generated angles (their second
+      difference per frame), the mean over clips: temporal jitter; ``real pose jitter`` the same
+      of the real clips, for reference.
+    """
+    errors, jitter, real_jitter = [], [], []
+    for r, g in zip(real, generated, strict=True):
+        both = r.found & g.found
+        if both.any():
+            errors.append(float(np.abs(g.pose[both, :3] - r.pose[both, :3]).mean()))
+        for params, into in ((g, jitter), (r, real_jitter)):
+            second = np.abs(np.diff(params.pose[:, :3], n=2, axis=0))
+            second = second[np.isfinite(second).all(axis=1)]
+            if len(second):
+                into.append(float(second.mean()))
+    if not errors:
+        raise InputError("pose error needs a face in the same frames of the real and generated clips")
+    return {
+        "pose error": float(np.mean(errors)),
+        "pose jitter": float(np.mean(jitter)) if jitter else float("nan"),
+        "real pose jitter": float(np.mean(real_jitter)) if real_jitter else float("nan"),
+    }

@@ -191,7 +191,8 @@ class _FaceParameterMeasure(Measure):
     """E-FID and P-FID from per-frame face parameters (landmarker blendshapes or 3DMM coefficients).
 
     Each comes twice: on the parameters as fitted (the paper's) and as ``... motion``, on each clip's
-    parameters relative to its own first frame (face_params.motion).
+    parameters relative to its own first frame (face_params.motion). With P-FID come the frame-by-frame
+    head-pose error against the real clip and the pose jitter (face_params.pose_errors).
     """
 
     labels = ("E-FID", "P-FID")
@@ -224,6 +225,13 @@ class _FaceParameterMeasure(Measure):
                 for suffix in ("", " motion"):
                     report.metrics[label + suffix] = distances[name + suffix]
                     report.backbones[label + suffix] = self.backbone_line()
+        if self.metric_keys[1] in self.keys:  # head pose frame by frame, from the same tracks
+            from .face_params import pose_errors
+
+            for label, value in pose_errors(self.real, self.generated).items():
+                name = label if self.metric_keys[1] == "pfid" else f"{label} (3DMM)"
+                report.metrics[name] = value
+                report.backbones[name] = self.backbone_line()
         faces, frames = distances["frames with a face"], distances["frames"]
         if min(faces.values()) < frames["real"]:
             report.notices.append(

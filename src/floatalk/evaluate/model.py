@@ -56,6 +56,9 @@ class RunSettings:
     seed: int = 0
     split: str = "test"
     max_clips: int | None = None
+    # "none" (the model's own head motion) or "real": each clip's measured head-pose track drives a
+    # pose-conditioned model (data/driving.py, retargeted to the source frame: the track itself)
+    pose: str = "none"
 
     def uses_model(self) -> bool:
         return self.baseline == "model"
@@ -73,6 +76,8 @@ def run_name(settings: RunSettings) -> str:
         settings.emotion,
         f"seed{settings.seed}",
     ]
+    if settings.pose != "none":
+        parts.append(f"pose-{settings.pose}")
     return "-".join(parts)
 
 
@@ -164,7 +169,8 @@ def _check_settings(folder: Path, settings: RunSettings) -> None:
     stamp = folder / "settings.json"
     wanted = asdict(settings)
     if stamp.is_file():
-        found = json.loads(stamp.read_text())
+        # a key missing from an older stamp had its default then (settings added later)
+        found = {**asdict(RunSettings()), **json.loads(stamp.read_text())}
         if found != wanted:
             changed = sorted(k for k in wanted if found.get(k) != wanted[k])
             raise InputError(
@@ -213,6 +219,8 @@ def evaluate_model(
             f"unknown emotion {settings.emotion!r}; use label (each clip's), auto or one of "
             + ", ".join(EMOTION_LABELS)
         )
+    if settings.pose not in ("none", "real"):
+        raise InputError(f"unknown pose source {settings.pose!r}; use none or real")
     metas = _select(data, settings.split, settings.max_clips)
     choose_metrics(metrics, dict(backbones or {}))  # a bad metric name fails before any work
     run = name or run_name(settings)
@@ -243,6 +251,7 @@ def evaluate_model(
                 seed=settings.seed + index,
                 crop=False,
                 zero_audio=settings.zero_audio,
+                pose_from=str(run_dir / f".{meta.clip_id}.pose.npy") if settings.pose == "real" else None,
                 output_size=size,
             )
             .validate()
@@ -279,8 +288,15 @@ def evaluate_model(
 
                 folder = clip_dir(data, meta.clip_id)
                 image = read_frame(folder, 0, meta.frame_format)
+                options = options_for(i, meta)
+                if options.pose_from is not None:  # the real clip's head pose, measured as in training
+                    from ..data.driving import head_pose_track
+                    from ..data.layout import read_frames
+
+                    frames = read_frames(folder, range(meta.num_frames), meta.frame_format)
+                    np.save(options.pose_from, head_pose_track(frames, what=f"clip {meta.clip_id}"))
                 began = time.perf_counter()
-                pipe.write_video(image, folder / "audio.wav", target, options_for(i, meta), crf=CRF)
+                pipe.write_video(image, folder / "audio.wav", target, options, crf=CRF)
                 generate_seconds += time.perf_counter() - began
                 generated_frames += meta.num_frames
             generated += 1

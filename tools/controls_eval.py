@@ -1,0 +1,168 @@
+"""Issue 14's control measurements on a prepared dataset's test split: pose following, still head,
+emotion timeline. Prints Markdown tables; writes the timeline figure.
+
+For each of the first N test clips (portrait = its first frame, speech = its sound):
+
+* **pose following**: the driving pose is the head-pose track (MediaPipe face landmarker) of the
+  *next* test clip, retargeted to the portrait's pose (floatalk.reference.retarget_pose). The
+  pose-conditioned model samples with it (`pose_from`); the unconditioned runs (the model without a
+  pose, and a model trained without the condition) sample freely. Each output's measured pose is
+  compared with the driving target: mean absolute yaw / pitch / roll error in degrees.
+* **still head**: the pose model with `still_head` against its default output: the std over the
+  clip of the measured yaw / pitch / roll (mean over clips), and lip sync.
+* **lip sync** of every run: LS-r, the shipped measure (mouth opening vs speech envelope, best
+  offset within ±15 frames).
+* **emotion timeline** (once, on the first clip's portrait with a long speech asset): the timeline
+  given, the facial-expression model on every output frame, the share of frames of each span
+  (outside the crossfades) whose top label is the requested one; a figure of frames and curves.
+
+    .venv/bin/python tools/controls_eval.py data/syn64-id --pose-weights W3 --plain-weights W2 \
+        --clips 8 --figure docs/figures/emotion-timeline.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from floatalk.config import EMOTION_LABELS
+from floatalk.data.driving import head_pose_track
+from floatalk.data.layout import clip_dir, list_clips, read_audio, read_frames
+from floatalk.emotion_timeline import EmotionTimeline
+from floatalk.evaluate.lipsync import speech_envelope
+from floatalk.evaluate.measures import av_offset
+from floatalk.evaluate.mouth import MouthTracker
+from floatalk.options import GenerateOptions
+from floatalk.pipeline import FloatPipeline
+from floatalk.reference import portrait_pose, retarget_pose
+
+ANGLES = ("yaw", "pitch", "roll")
+SPEECH = Path(__file__).parents[1] / "src" / "floatalk" / "assets" / "speech" / "librivox_0930.flac"
+
+
+def frames_of(pipe: FloatPipeline, image: np.ndarray, audio, **options) -> np.ndarray:
+    opts = GenerateOptions(crop=False, seed=0, output_size=pipe.image_size, nfe=10, **options)
+    return np.concatenate(list(pipe.generate(image, audio, opts)))
+
+
+def lip_r(frames: np.ndarray, audio: np.ndarray) -> float:
+    with MouthTracker() as tracker:
+        opening = np.array([tracker.process(f)[0] for f in frames])
+    _, r, _ = av_offset(opening, speech_envelope(audio, 16000, 25.0, len(opening)))
+    return 0.0 if not np.isfinite(r) else r
+
+
+def timeline_figure(frames: np.ndarray, probs: np.ndarray, timeline: EmotionTimeline, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = np.linspace(0, len(frames) - 1, 8).astype(int)
+    fig = plt.figure(figsize=(10, 4.6))
+    for k, f in enumerate(shown):
+        ax = fig.add_axes([0.02 + k * 0.1225, 0.55, 0.115, 0.4])
+        ax.imshow(frames[f])
+        ax.set_axis_off()
+        ax.set_title(f"{f / 25:.1f} s", fontsize=8)
+    ax = fig.add_axes([0.07, 0.1, 0.9, 0.38])
+    t = np.arange(len(probs)) / 25
+    for i, name in enumerate(EMOTION_LABELS):
+        if probs[:, i].max() > 0.15:
+            ax.plot(t, probs[:, i], label=name)
+    for span in timeline.spans:
+        ax.axvspan(span.start, span.end or t[-1], alpha=0.08, color="k")
+        ax.text(span.start + 0.05, 1.02, span.label, fontsize=8)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("expression model p")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=7, ncol=4, loc="upper right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data")
+    parser.add_argument("--pose-weights", required=True, help="a model trained with the pose condition")
+    parser.add_argument("--plain-weights", required=True, help="a model trained without it")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--timeline", default="0-2.5:happy,2.5-5:surprise,5-:neutral")
+    parser.add_argument("--figure", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    began = time.perf_counter()
+    posed = FloatPipeline.from_pretrained(args.pose_weights)
+    plain = FloatPipeline.from_pretrained(args.plain_weights)
+    metas = list_clips(args.data, "test")[: args.clips]
+    clips = []
+    for meta in metas:
+        folder = clip_dir(args.data, meta.clip_id)
+        frames = read_frames(folder, range(meta.num_frames), meta.frame_format)
+        audio, _ = read_audio(folder)
+        clips.append((meta.clip_id, frames, audio))
+    real_poses = [head_pose_track(c[1], what=c[0]) for c in clips]
+    runs = ("pose model, driven", "pose model, free", "pose model, --still-head", "model without pose")
+    rows = {name: {"err": [], "std": [], "lip": []} for name in runs}
+    for i, (clip_id, frames, audio) in enumerate(clips):
+        image = frames[0]
+        drive = real_poses[(i + 1) % len(clips)]
+        n = len(frames)
+        drive = np.concatenate([drive, np.repeat(drive[-1:], max(0, n - len(drive)), 0)])[:n]
+        target = retarget_pose(drive, portrait_pose(image))
+        track_file = Path(f"/tmp/controls-drive-{clip_id}.npy")
+        np.save(track_file, drive)
+        outputs = {
+            runs[0]: frames_of(posed, image, audio, pose_from=str(track_file)),
+            runs[1]: frames_of(posed, image, audio),
+            runs[2]: frames_of(posed, image, audio, still_head=True),
+            runs[3]: frames_of(plain, image, audio),
+        }
+        for name, out in outputs.items():
+            measured = head_pose_track(out, what=f"{name} {clip_id}")
+            rows[name]["err"].append(np.abs(measured[:, :3] - target[:, :3]).mean(0))
+            rows[name]["std"].append(measured[:, :3].std(0))
+            rows[name]["lip"].append(lip_r(out, audio))
+        print(f"[{time.perf_counter() - began:6.0f} s] {clip_id}", file=sys.stderr, flush=True)
+    print(f"{len(clips)} test clips of {args.data}; driving pose = the next clip's measured pose\n")
+    print("| run | |yaw err| | |pitch err| | |roll err| | yaw std | pitch std | roll std | LS-r |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in runs:
+        err, std = np.mean(rows[name]["err"], 0), np.mean(rows[name]["std"], 0)
+        cells = [f"{v:.2f}" for v in (*err, *std)] + [f"{np.mean(rows[name]['lip']):.3f}"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    # the emotion timeline
+    timeline = EmotionTimeline.parse(args.timeline)
+    from floatalk.io import load_audio
+
+    speech = load_audio(SPEECH, 16000)
+    out = frames_of(posed, clips[0][1][0], speech, emotion=args.timeline, emotion_scale=2.0)
+    from floatalk.face.expression import FacialExpressionClassifier
+
+    probs = FacialExpressionClassifier().probabilities(out)
+    top = probs.argmax(1)
+    t = np.arange(len(out)) / 25
+    print(f"\nEmotion timeline `{args.timeline}` (g_e 2, {SPEECH.name}, {len(out)} frames):\n")
+    print("| span | requested | frames (outside crossfades) | agreement | mean p(requested) |")
+    print("|---|---|---|---|---|")
+    for span in timeline.spans:
+        inside = (t >= span.start + 0.15) & (t < (span.end if span.end is not None else np.inf) - 0.15)
+        k = EMOTION_LABELS.index(span.label)
+        agree = float((top[inside] == k).mean()) if inside.any() else float("nan")
+        p = float(probs[inside, k].mean()) if inside.any() else float("nan")
+        end = "end" if span.end is None else f"{span.end:g}"
+        print(f"| {span.start:g}-{end} s | {span.label} | {int(inside.sum())} | {agree:.2f} | {p:.2f} |")
+    if args.figure is not None:
+        timeline_figure(out, probs, timeline, args.figure)
+    print(f"\n({time.perf_counter() - began:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
