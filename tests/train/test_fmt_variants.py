@@ -155,3 +155,31 @@ def test_null_pose_equals_no_pose_and_a_pose_moves_the_output():
     plain = FlowMatchingTransformer(preset("tiny").fmt)
     with pytest.raises(ValueError, match="without a pose"):
         plain(**args, pose=torch.zeros(b, n, 6))
+
+
+def test_adding_the_pose_to_a_trained_model_starts_from_it_exactly():
+    from dataclasses import replace
+
+    from floatalk.config import preset
+    from floatalk.models.fmt import FlowMatchingTransformer
+    from floatalk.train.fmt import with_new_conditions
+    from floatalk.weights import load_state_strict
+
+    cfg = preset("tiny").fmt
+    torch.manual_seed(0)
+    old = FlowMatchingTransformer(cfg)
+    for p in old.parameters():
+        p.data.normal_(0, 0.2)
+    new = FlowMatchingTransformer(replace(cfg, pose_dim=6))
+    load_state_strict(new, with_new_conditions(new, old.state_dict()), "old")
+    b, n, lp = 2, cfg.sequence_frames, cfg.context_frames
+    args = dict(
+        x=torch.randn(b, n - lp, 32),
+        t=torch.rand(b),
+        audio=torch.randn(b, n - lp, 16),
+        source_motion=torch.randn(b, 32),
+        emotion=torch.rand(b, 7),
+        prev_motion=torch.randn(b, lp, 32),
+        prev_audio=torch.randn(b, lp, 16),
+    )
+    torch.testing.assert_close(new(**args, pose=torch.randn(b, n, 6)), old(**args))
