@@ -4,7 +4,8 @@ emotion timeline. Prints Markdown tables; writes the timeline figure.
 For each of the first N test clips (portrait = its first frame, speech = its sound):
 
 * **pose following**: the driving pose is the head-pose track (MediaPipe face landmarker) of the
-  *next* test clip, retargeted to the portrait's pose (floatalk.reference.retarget_pose). The
+  *next* test clip, retargeted to the portrait's pose (its movements from the portrait's own pose,
+  floatalk.reference.retarget_pose). The
   pose-conditioned model samples with it (`pose_from`); the unconditioned runs (the model without a
   pose, and a model trained without the condition) sample freely. Each output's measured pose is
   compared with the driving target: mean absolute yaw / pitch / roll error in degrees.
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         drive = real_poses[(i + 1) % len(clips)]
         n = len(frames)
         drive = np.concatenate([drive, np.repeat(drive[-1:], max(0, n - len(drive)), 0)])[:n]
-        target = retarget_pose(drive, portrait_pose(image))
+        target = portrait_pose(image) + retarget_pose(drive)
         track_file = Path(f"/tmp/controls-drive-{clip_id}.npy")
         np.save(track_file, drive)
         outputs = {

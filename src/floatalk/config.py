@@ -87,7 +87,9 @@ class FMTConfig:
     context_frames: int = 10  # L': previous frames carried into the next window
     attention_window: int = 2  # T: frame i attends to frames j with |i - j| <= T
     # The extensions of §5.4-5.5 (the released model has none: pose_dim 0, "adaln", "flow"):
-    pose_dim: int = 0  # P: per-frame head-pose condition size (6 for "A + 3DPose", Table 2); 0 = none
+    # P: size of the per-frame head-pose condition, the pose minus the source frame's (6 for
+    # "A + 3DPose", Table 2: yaw, pitch, roll in degrees, x, y, z of MediaPipe's face landmarker); 0 = none
+    pose_dim: int = 0
     pose_mean: tuple[float, ...] = ()  # per-channel standardisation of the pose (training data's); ()
     pose_std: tuple[float, ...] = ()  # ... means 0 and 1
     predictor: str = "adaln"  # "adaln" (frame-wise adaLN, the paper) | "cross-attention" (Table 3)

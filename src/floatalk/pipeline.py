@@ -647,7 +647,7 @@ class FloatPipeline:
             total = audio.num_frames
             emotion, emotion_weight = self._emotion_condition(options, audio, total, result)
             timer.tick("emotion")
-            pose = self._pose_condition(options, image, total, result)
+            pose = self._pose_condition(options, total, result)
             if pose is not None:
                 timer.tick("head pose")
             seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
@@ -721,16 +721,16 @@ class FloatPipeline:
         return emotion, None
 
     def _pose_condition(
-        self, options: GenerateOptions, image: Tensor, total: int, result: GenerationResult
+        self, options: GenerateOptions, total: int, result: GenerationResult
     ) -> Tensor | None:
-        """The head pose of every frame (1, T, 6) for --still-head / --pose-from, else None (null pose)."""
+        """The pose condition of every frame (1, T, 6), the head's displacement from the portrait's
+        pose, for --still-head (zeros) / --pose-from (the reference's movements); else None (null)."""
         if options.pose_from is None and not options.still_head:
             return None
-        from .reference import fit_length, portrait_pose, reference_pose, retarget_pose
+        from .reference import fit_length, reference_pose, retarget_pose
 
-        portrait = portrait_pose(frames_to_uint8(image)[0])
         if options.still_head:
-            track = np.repeat(portrait[None], total, axis=0)
+            track = np.zeros((total, self.config.fmt.pose_dim), np.float32)
         else:
             reference = reference_pose(options.pose_from, self.image_size, self.fps)
             if len(reference) < total:
@@ -738,7 +738,7 @@ class FloatPipeline:
                     f"the pose reference is {len(reference)} frames long, the speech {total}: its last "
                     "pose holds to the end"
                 )
-            track = retarget_pose(fit_length(reference, total), portrait, options.pose_scale)
+            track = retarget_pose(fit_length(reference, total), options.pose_scale)
         return torch.from_numpy(track)[None].to(self.device, self.dtype)
 
     def _frames(

@@ -11,8 +11,9 @@ frame is cut with it at the model's size, so that the measures see what they saw
 
 Pose retargeting (`retarget_pose`): the generated head makes the reference's *movements* from the
 portrait's own pose, p(t) = p_portrait + s (p_ref(t) - p_ref(0)), so a reference filmed from another
-angle does not turn the portrait's head to that angle. Tracks shorter than the speech hold their
-last value; longer ones are cut.
+angle does not turn the portrait's head to that angle; the model's condition is the displacement
+s (p_ref(t) - p_ref(0)) itself. Tracks shorter than the speech hold their last value; longer ones
+are cut.
 """
 
 from __future__ import annotations
@@ -108,10 +109,16 @@ def portrait_pose(image: np.ndarray) -> np.ndarray:
     return head_pose_track(image[None], what="the portrait")[0]
 
 
-def retarget_pose(reference: np.ndarray, portrait: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """p(t) = p_portrait + scale (p_ref(t) - p_ref(0)): (T, 6) from (T, 6) and (6,)."""
+def retarget_pose(reference: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The reference's movements as the pose condition: scale (p_ref(t) - p_ref(0)), (T, 6).
+
+    The condition is the head's displacement from the source frame's pose (FMTConfig.pose_dim), so
+    the portrait makes the reference's movements from its own pose, whatever angle the reference was
+    filmed from; a still head is all zeros. The absolute pose this asks for is the portrait's own
+    (`portrait_pose`) plus this track.
+    """
     reference = np.asarray(reference, dtype=np.float32)
-    return (portrait[None] + scale * (reference - reference[:1])).astype(np.float32)
+    return (scale * (reference - reference[:1])).astype(np.float32)
 
 
 def fit_length(track: np.ndarray, num_frames: int) -> np.ndarray:

@@ -145,3 +145,10 @@ def test_cli_writes_the_table_and_refuses_bad_input_in_one_line(world, tmp_path,
         err = capsys.readouterr().err.strip()
         assert code != 0 and message in err and "Traceback" not in err, (extra, err)
         assert len(err.splitlines()) <= 3  # argparse prints its usage line before the error
+
+
+def test_pose_settings_name_the_run_and_refuse_unknown_sources(world, tmp_path):
+    assert run_name(RunSettings(pose="real")).endswith("-pose-real")
+    assert "pose" not in run_name(RunSettings())
+    with pytest.raises(InputError, match="unknown pose source"):
+        evaluate_model(world, tmp_path / "e", RunSettings(pose="video"), metrics=("lipsync",))

@@ -125,7 +125,7 @@ def test_a_pose_model_rejects_a_pose_of_the_wrong_size():
         FMTConfig(predictor="cross")
 
 
-def test_null_pose_equals_no_pose_and_a_pose_moves_the_output():
+def test_the_null_pose_is_nan_and_a_pose_moves_the_output():
     from dataclasses import replace
 
     from floatalk.config import preset
@@ -147,9 +147,15 @@ def test_null_pose_equals_no_pose_and_a_pose_moves_the_output():
         prev_audio=torch.randn(b, lp, 16),
     )
     none = fmt(**args)
-    assert torch.equal(none, fmt(**args, pose=torch.zeros(b, n, 6)))
+    assert torch.equal(none, fmt(**args, pose=torch.full((b, n, 6), float("nan"))))  # NaN: the null pose
+    still = fmt(**args, pose=torch.zeros(b, n, 6))  # zero: held at the source pose, a real condition
+    assert (still - none).abs().max() > 1e-3
     moved = fmt(**args, pose=torch.randn(b, n, 6))
-    assert (moved - none).abs().max() > 1e-3
+    assert (moved - still).abs().max() > 1e-3
+    # a frame without a pose (NaN) is embedded as zero, whatever the other frames hold
+    partial = torch.randn(b, n, 6)
+    partial[:, :3] = float("nan")
+    assert torch.isfinite(fmt(**args, pose=partial)).all()
     # a frame-wise emotion equal on every frame is the window-wide one
     assert torch.allclose(fmt(**{**args, "emotion": args["emotion"][:, None].expand(-1, n, -1)}), none)
     plain = FlowMatchingTransformer(preset("tiny").fmt)

@@ -1,7 +1,8 @@
 """The conditions of one FMT window, and how they are dropped ("nulled") for guidance and training.
 
 A dropped condition is replaced by zeros, exactly as in training with condition dropout (FLOAT
-§4.3), so the unconditional branches of classifier-free guidance are the zero-condition outputs.
+§4.3), so the unconditional branches of classifier-free guidance are the zero-condition outputs;
+the head pose, whose zero is a meaningful value, is replaced by NaN.
 Dropping never mutates the caller's tensors.
 """
 
@@ -21,6 +22,13 @@ def _zero_where(x: Tensor, keep: Tensor | None) -> Tensor:
     return x * keep.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
 
+def _nan_where(x: Tensor, keep: Tensor | None) -> Tensor:
+    """The pose's null is NaN (zero is a real pose: no movement from the source)."""
+    if keep is None:
+        return x
+    return torch.where(keep.reshape(-1, *([1] * (x.dim() - 1))), x, torch.full_like(x, float("nan")))
+
+
 @dataclass
 class WindowConditions:
     """Conditions c of one window of L current and L' previous frames.
@@ -31,8 +39,9 @@ class WindowConditions:
         emotion: w_e, (B, E), or frame-wise over the window's L'+L frames, (B, L'+L, E).
         prev_motion: x_prev, clean latents of the previous L' frames, (B, L', d).
         prev_audio: a_prev, (B, L', d_a).
-        pose: head pose of the window's L'+L frames, (B, L'+L, P), for a pose-conditioned model;
-            None otherwise (and for pose-free sampling: the null pose).
+        pose: head pose of the window's L'+L frames relative to the source frame's, (B, L'+L, P),
+            for a pose-conditioned model; None otherwise. Dropping it makes it NaN (the null pose;
+            zeros are a head held at the source pose).
     """
 
     audio: Tensor
@@ -69,7 +78,7 @@ class WindowConditions:
             emotion=_zero_where(self.emotion, emotion),
             prev_motion=_zero_where(self.prev_motion, prev_motion),
             prev_audio=_zero_where(self.prev_audio, prev_audio),
-            pose=None if self.pose is None else _zero_where(self.pose, pose),
+            pose=None if self.pose is None else _nan_where(self.pose, pose),
         )
 
     @staticmethod

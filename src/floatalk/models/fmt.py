@@ -9,7 +9,7 @@ Notation (paper -> code):
     a, a_prev  per-frame speech features of the current / previous frames, (B, L, d_a), (B, L', d_a)
     w_{r->S}   motion of the source image (reference motion), (B, d)
     w_e        emotion probabilities, (B, E), or frame-wise (B, L'+L, E) ("I2E", §5.5)
-    p          head pose per frame, (B, L'+L, P) (optional "A + 3DPose" condition, §5.4, Table 2)
+    p          head pose per frame minus the source frame's, (B, L'+L, P) ("A + 3DPose", §5.4, Table 2)
     c_t        per-frame condition, (B, L'+L, h)
 
 The transformer sees the L'+L frames [x_prev, x_t] with a fixed sinusoidal position table. Every
@@ -17,9 +17,9 @@ frame f gets its own condition c_t^f = Linear([w_{r->S}, a^f, w_e^f, Emb_p(p^f)]
 drives frame-wise adaLN-Zero (shift, scale, gate) in every block; attention is banded to +-T frames.
 The output is a velocity for all L'+L frames (the sampler uses the last L).
 
-Extensions, all off in the released model (FMTConfig): the pose condition (`pose_dim` > 0):
-Emb_p(p) = LayerNorm(Linear((p - mean) / std)) (the author's hint for "A + 3DPose"), zero for a
-frame whose pose is all zeros (the null pose of condition dropout and pose-free sampling); the
+Extensions, all off in the released model (FMTConfig): the pose condition (`pose_dim` > 0), the
+head's displacement p from the source frame's pose, Emb_p(p) = Linear((p - mean) / std), zero for
+a frame whose pose is NaN (the null pose of condition dropout and pose-free sampling); the
 cross-attention predictor (`predictor="cross-attention"`, Table 3), whose blocks attend over the
 frames and their condition tokens at once (nn.attention.BandedContextAttention) instead of adaLN.
 Under a diffusion process (`process`) the same network predicts ε or x0 instead of a velocity.
@@ -111,20 +111,26 @@ class ContextBlock(nn.Module):
 
 
 class PoseEmbed(nn.Module):
-    """Emb_p(p) = LayerNorm(Linear((p - mean) / std)), zero where the frame's pose is all zeros (null)."""
+    """Emb_p(p) = Linear((p - mean) / std), zero for a frame whose pose is NaN (the null pose).
+
+    p is the head's displacement from the source frame's pose (6 numbers per frame, see FMTConfig).
+    The author's hint for "A + 3DPose" is Linear(6->6) + LayerNorm; a LayerNorm over the 6 numbers
+    of one frame would keep only their direction and lose how far the head turned (a still head,
+    p = 0, would be undefined), so each channel is standardised with the training data's
+    statistics instead.
+    """
 
     def __init__(self, pose_dim: int, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean or (0.0,) * pose_dim), persistent=False)
         self.register_buffer("std", torch.tensor(std or (1.0,) * pose_dim), persistent=False)
         self.proj = nn.Linear(pose_dim, pose_dim)
-        self.norm = nn.LayerNorm(pose_dim)
 
     def forward(self, pose: Tensor) -> Tensor:
-        """pose: (B, N, P) -> (B, N, P)."""
-        present = (pose != 0).any(dim=-1, keepdim=True).to(pose.dtype)  # (B, N, 1)
+        """pose: (B, N, P), NaN rows for no pose -> (B, N, P)."""
+        present = torch.isfinite(pose).all(dim=-1, keepdim=True)  # (B, N, 1)
         normalised = (pose - self.mean.to(pose.dtype)) / self.std.to(pose.dtype)
-        return self.norm(self.proj(normalised)) * present
+        return self.proj(torch.where(present, normalised, 0.0)) * present.to(pose.dtype)
 
 
 class ContextOutputLayer(nn.Module):
@@ -227,8 +233,8 @@ class FlowMatchingTransformer(nn.Module):
             emotion: w_e, (B, E), or one per frame of the window, (B, L'+L, E).
             prev_motion: x_prev, (B, L', d).
             prev_audio: a_prev, (B, L', d_a).
-            pose: p, (B, L'+L, P) head pose per frame of the window, only for a model with
-                pose_dim > 0; None (or all-zero frames) is the null pose.
+            pose: p, (B, L'+L, P) head pose per frame of the window relative to the source frame's,
+                only for a model with pose_dim > 0; None (or NaN frames) is the null pose.
 
         Returns:
             (B, L'+L, d) velocity (or ε / x0 under a diffusion process); frames [L':] are the
@@ -246,7 +252,7 @@ class FlowMatchingTransformer(nn.Module):
         parts = [ref, a, emo]
         if self.config.pose_dim:
             if pose is None:
-                pose = a.new_zeros(a.shape[0], n, self.config.pose_dim)
+                pose = a.new_full((a.shape[0], n, self.config.pose_dim), float("nan"))
             parts.append(self.pose_embedder(pose.to(a.dtype)).expand(a.shape[0], -1, -1))  # (B, N, P)
         elif pose is not None:
             raise ValueError("this FMT was built without a pose condition (pose_dim = 0); pass pose=None")

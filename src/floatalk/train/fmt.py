@@ -147,8 +147,9 @@ class MotionWindows(Dataset):
     saying where the window starts in it and how many frames it spans (log-mel front-end). Clip
     ``i % num_clips``; start and source frame from ``numpy.random.default_rng((seed, i))``.
 
-    With `pose_cache` (data/driving.py) items also hold ``"pose": (L'+L, 6)``; with `emotion_cache`
-    their ``"emotion"`` is the frame-wise image emotion of the window, (L'+L, E).
+    With `pose_cache` (data/driving.py) items also hold ``"pose": (L'+L, 6)``, the window's head pose
+    minus the source frame's; with `emotion_cache` their ``"emotion"`` is the frame-wise image
+    emotion of the window, (L'+L, E).
     """
 
     def __init__(
@@ -204,14 +205,15 @@ class MotionWindows(Dataset):
         total = item["motion"].shape[0]
         start = int(rng.integers(0, total - self.window + 1))
         frames = slice(start, start + self.window)
+        source = int(rng.integers(0, total))
         emotion = item["emotion"]
         out = {
             "motion": item["motion"][frames],
-            "source_motion": item["motion"][int(rng.integers(0, total))],
+            "source_motion": item["motion"][source],
             "emotion": emotion if emotion.dim() == 1 else emotion[frames],
         }
-        if "pose" in item:
-            out["pose"] = item["pose"][frames]
+        if "pose" in item:  # the head's displacement from the source frame's pose
+            out["pose"] = item["pose"][frames] - item["pose"][source]
         if "speech_hidden" in item:
             out["speech_hidden"] = item["speech_hidden"][start : start + self.window].float()
         else:
@@ -398,11 +400,14 @@ def train_fmt(cfg: FMTTrainConfig):
                 build_driving_tracks(cfg.data, scan.clips, "pose")
             D.barrier()
             if not cfg.model.pose_mean:  # the training data's per-channel statistics, saved with the model
-                poses = np.concatenate([load_driving_track(pose_cache, m.clip_id) for m in scan.clips])
+                # displacements between two frames of one clip: mean 0, std sqrt(2) x the within-clip std
+                within = np.concatenate(
+                    [(p := load_driving_track(pose_cache, m.clip_id)) - p.mean(0) for m in scan.clips]
+                )
                 model = dataclasses.replace(
                     cfg.model,
-                    pose_mean=tuple(round(float(v), 4) for v in poses.mean(0)),
-                    pose_std=tuple(round(max(float(v), 1e-3), 4) for v in poses.std(0)),
+                    pose_mean=(0.0,) * cfg.model.pose_dim,
+                    pose_std=tuple(round(max(float(v) * 2**0.5, 1e-3), 4) for v in within.std(0)),
                 )
                 cfg = dataclasses.replace(cfg, model=model)
         if cfg.emotion_source == "image":
