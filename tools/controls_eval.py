@@ -43,7 +43,9 @@ from floatalk.pipeline import FloatPipeline
 from floatalk.reference import portrait_pose, retarget_pose
 
 ANGLES = ("yaw", "pitch", "roll")
-SPEECH = Path(__file__).parents[1] / "src" / "floatalk" / "assets" / "speech" / "librivox_0930.flac"
+SPEECHES = Path(__file__).parents[1] / "src" / "floatalk" / "assets" / "speech"
+#: Two held-out speech assets one after the other (7.8 s) for the timeline
+TIMELINE_SPEECH = ("librivox_0920.flac", "librivox_0930.flac")
 
 
 def frames_of(pipe: FloatPipeline, image: np.ndarray, audio, **options) -> np.ndarray:
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pose-weights", required=True, help="a model trained with the pose condition")
     parser.add_argument("--plain-weights", required=True, help="a model trained without it")
     parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--timeline", default="0-2.5:happy,2.5-5:surprise,5-:neutral")
+    parser.add_argument("--timeline", default="0-2.6:happy,2.6-5.2:surprise,5.2-:neutral")
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -142,14 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     timeline = EmotionTimeline.parse(args.timeline)
     from floatalk.io import load_audio
 
-    speech = load_audio(SPEECH, 16000)
+    speech = np.concatenate([load_audio(SPEECHES / name, 16000) for name in TIMELINE_SPEECH])
     out = frames_of(posed, clips[0][1][0], speech, emotion=args.timeline, emotion_scale=2.0)
     from floatalk.face.expression import FacialExpressionClassifier
 
     probs = FacialExpressionClassifier().probabilities(out)
     top = probs.argmax(1)
     t = np.arange(len(out)) / 25
-    print(f"\nEmotion timeline `{args.timeline}` (g_e 2, {SPEECH.name}, {len(out)} frames):\n")
+    speech_names = " + ".join(TIMELINE_SPEECH)
+    print(f"\nEmotion timeline `{args.timeline}` (g_e 2, {speech_names}, {len(out)} frames):\n")
     print("| span | requested | frames (outside crossfades) | agreement | mean p(requested) |")
     print("|---|---|---|---|---|")
     for span in timeline.spans:
