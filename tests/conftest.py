@@ -54,3 +54,12 @@ def tiny_model(tiny_config):
     randomize_(model.fmt, seed=1)
     randomize_(model.audio_encoder.audio_projection, seed=2)
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: tiny networks run far faster so than on two busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

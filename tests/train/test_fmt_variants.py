@@ -116,6 +116,20 @@ def test_pose_tracks_are_measured_once_and_follow_the_world(stage1, tmp_path):
     assert checked >= 1
 
 
+def _window_inputs(cfg, b: int) -> dict:
+    """Random inputs of one window for a tiny-preset transformer (d 32, d_a 16)."""
+    lp, length = cfg.context_frames, cfg.clip_frames
+    return dict(
+        x=torch.randn(b, length, 32),
+        t=torch.rand(b),
+        audio=torch.randn(b, length, 16),
+        source_motion=torch.randn(b, 32),
+        emotion=torch.rand(b, 7),
+        prev_motion=torch.randn(b, lp, 32),
+        prev_audio=torch.randn(b, lp, 16),
+    )
+
+
 def test_a_pose_model_rejects_a_pose_of_the_wrong_size():
     from floatalk.config import FMTConfig
 
@@ -136,16 +150,8 @@ def test_the_null_pose_is_nan_and_a_pose_moves_the_output():
     fmt = FlowMatchingTransformer(cfg)
     for p in fmt.parameters():
         p.data.normal_(0, 0.2)
-    b, n, lp = 2, cfg.sequence_frames, cfg.context_frames
-    args = dict(
-        x=torch.randn(b, n - lp, 32),
-        t=torch.rand(b),
-        audio=torch.randn(b, n - lp, 16),
-        source_motion=torch.randn(b, 32),
-        emotion=torch.rand(b, 7),
-        prev_motion=torch.randn(b, lp, 32),
-        prev_audio=torch.randn(b, lp, 16),
-    )
+    b, n = 2, cfg.sequence_frames
+    args = _window_inputs(cfg, b)
     none = fmt(**args)
     assert torch.equal(none, fmt(**args, pose=torch.full((b, n, 6), float("nan"))))  # NaN: the null pose
     still = fmt(**args, pose=torch.zeros(b, n, 6))  # zero: held at the source pose, a real condition
@@ -178,14 +184,6 @@ def test_adding_the_pose_to_a_trained_model_starts_from_it_exactly():
         p.data.normal_(0, 0.2)
     new = FlowMatchingTransformer(replace(cfg, pose_dim=6))
     load_state_strict(new, with_new_conditions(new, old.state_dict()), "old")
-    b, n, lp = 2, cfg.sequence_frames, cfg.context_frames
-    args = dict(
-        x=torch.randn(b, n - lp, 32),
-        t=torch.rand(b),
-        audio=torch.randn(b, n - lp, 16),
-        source_motion=torch.randn(b, 32),
-        emotion=torch.rand(b, 7),
-        prev_motion=torch.randn(b, lp, 32),
-        prev_audio=torch.randn(b, lp, 16),
-    )
+    b, n = 2, cfg.sequence_frames
+    args = _window_inputs(cfg, b)
     torch.testing.assert_close(new(**args, pose=torch.randn(b, n, 6)), old(**args))
