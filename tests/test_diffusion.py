@@ -149,10 +149,12 @@ def test_ddim_timesteps_times_and_callback():
     process = DDIMProcess("epsilon", schedule)
     ns = process.timesteps(50)
     assert ns.dtype == torch.int64 and ns.shape == (50,)
-    assert int(ns[0]) == 499 and int(ns[-1]) == 0 and bool((ns[1:] < ns[:-1]).all())
-    assert set((ns[:-1] - ns[1:]).tolist()) <= {10, 11}  # evenly spaced
+    # "leading" spacing: 490, 480, ..., 0 (never the step N-1, where sqrt(ᾱ) is about 1e-4)
+    assert int(ns[0]) == 490 and int(ns[-1]) == 0 and bool((ns[1:] < ns[:-1]).all())
+    assert set((ns[:-1] - ns[1:]).tolist()) == {10}  # evenly spaced
     assert torch.equal(process.timesteps(500), torch.arange(499, -1, -1))
-    assert process.timesteps(1).tolist() == [499]
+    assert process.timesteps(1).tolist() == [0]
+    assert process.timesteps(7).tolist() == [426, 355, 284, 213, 142, 71, 0]
 
     calls, progress = [], []
     noise = torch.randn(2, 5, 3)
@@ -161,7 +163,40 @@ def test_ddim_timesteps_times_and_callback():
     assert len(calls) == 7
     assert all(t.dim() == 0 and t.dtype == torch.float32 for t in calls)
     assert torch.equal(torch.stack(calls), schedule.time(process.timesteps(7)))
-    assert float(calls[0]) == 0.0
+    assert float(calls[0]) == pytest.approx(1 - 427 / 500)
+
+
+def test_ddim_epsilon_survives_a_biased_predictor_where_the_first_step_at_n_minus_1_did_not(gaussian_noise):
+    """Regression: ε-prediction's x̂0 = (x - ...)/sqrt(ᾱ) blew the ablation's small errors up 1e4x
+    at the step N-1 (its faces were lost). A predictor off by 0.05 everywhere must still give the
+    data's moments roughly, with the leading spacing and the clip."""
+    schedule = CosineSchedule()
+    optimal = gaussian_predictor("epsilon", schedule)
+
+    def biased(t, x):
+        return optimal(t, x) + 0.05
+
+    clipped = DDIMProcess("epsilon", schedule, clip=4.0)
+    out = clipped.integrate(biased, gaussian_noise, steps=50)
+    assert bool((out.abs() <= 4.0).all())
+    mean_err, std_err = moments_error(out)
+    assert mean_err < 0.5 and std_err < 0.5, (mean_err, std_err)
+    # the same predictor started at N-1 (the old spacing) is far off: the fix is what makes it work
+    old = DDIMProcess("epsilon", schedule)
+    x = gaussian_noise
+    alpha_bars = schedule.alpha_bars()
+    a = float(alpha_bars[-1])
+    x0 = (x - (1 - a) ** 0.5 * biased(schedule.time(torch.tensor(499)), x)) / a**0.5
+    assert float(x0.abs().mean()) > 100  # the blow-up the leading spacing avoids
+    assert old.timesteps(50)[0] == 490
+
+
+def test_ddim_clip_bounds_x0_and_rejects_a_bad_bound():
+    process = DDIMProcess("x0", CosineSchedule(num_steps=50), clip=1.5)
+    out = process.integrate(lambda t, x: torch.full_like(x, 9.0), torch.randn(2, 4, 3), 10)
+    assert torch.allclose(out, torch.full_like(out, 1.5))
+    with pytest.raises(ValueError, match="clip"):
+        DDIMProcess("x0", clip=0.0)
 
 
 def test_ddim_step_limits():

@@ -3,19 +3,27 @@ emotion timeline. Prints Markdown tables; writes the timeline figure.
 
 For each of the first N test clips (portrait = its first frame, speech = its sound):
 
-* **pose following**: the driving pose is the head-pose track (MediaPipe face landmarker) of the
-  *next* test clip, retargeted to the portrait's pose (its movements from the portrait's own pose,
-  floatalk.reference.retarget_pose). The
-  pose-conditioned model samples with it (`pose_from`); the unconditioned runs (the model without a
-  pose, and a model trained without the condition) sample freely. Each output's measured pose is
-  compared with the driving target: mean absolute yaw / pitch / roll error in degrees.
+* **pose following**: the driving pose is the head-pose track of the *next* test clip, retargeted to
+  the portrait's pose (its movements from the portrait's own pose, floatalk.reference.retarget_pose),
+  given as a saved track (`pose_from` a .npy file). `--drive world` (default): the clip's ground-truth
+  pose in the landmarker's units (data/driving.py world pose, the map fitted on the dataset);
+  `--drive landmarker`: the landmarker's reading of the clip's frames (with its frame noise). The
+  pose-conditioned model samples with it; the unconditioned runs (the model without a pose, and a
+  model trained without the condition) sample freely. Each output's measured pose (the landmarker)
+  is compared with the driving target: mean absolute yaw / pitch / roll error in degrees, and the
+  same after removing each track's mean over the clip ("movement error": how well the movements
+  are followed, whatever the constant offset of the measure on one face).
 * **still head**: the pose model with `still_head` against its default output: the std over the
-  clip of the measured yaw / pitch / roll (mean over clips), and lip sync.
+  clip of the measured yaw / pitch / roll (mean over clips), and lip sync. Two reference rows: the
+  test clips themselves, and the *measurement floor*: the same world rendered with the head held
+  exactly still (all head-motion amplitudes 0, mouth, eyes and expression moving), which is the
+  smallest std the landmarker can report on a talking head of this world.
 * **lip sync** of every run: LS-r, the shipped measure (mouth opening vs speech envelope, best
   offset within ±15 frames).
-* **emotion timeline** (once, on the first clip's portrait with a long speech asset): the timeline
-  given, the facial-expression model on every output frame, the share of frames of each span
-  (outside the crossfades) whose top label is the requested one; a figure of frames and curves.
+* **emotion timeline** (once, on the first neutral test clip's first frame, with a long speech
+  asset): the timeline given, the facial-expression model on every output frame, the share of
+  frames of each span (outside the crossfades) whose top label is the requested one; a figure of
+  frames and curves.
 
     .venv/bin/python tools/controls_eval.py data/syn64-id --pose-weights W3 --plain-weights W2 \
         --clips 8 --figure docs/figures/emotion-timeline.png
@@ -32,7 +40,7 @@ import numpy as np
 import torch
 
 from floatalk.config import EMOTION_LABELS
-from floatalk.data.driving import head_pose_track
+from floatalk.data.driving import build_driving_tracks, head_pose_track, load_driving_track
 from floatalk.data.layout import clip_dir, list_clips, read_audio, read_frames
 from floatalk.emotion_timeline import EmotionTimeline
 from floatalk.evaluate.lipsync import speech_envelope
@@ -58,6 +66,23 @@ def lip_r(frames: np.ndarray, audio: np.ndarray) -> float:
         opening = np.array([tracker.process(f)[0] for f in frames])
     _, r, _ = av_offset(opening, speech_envelope(audio, 16000, 25.0, len(opening)))
     return 0.0 if not np.isfinite(r) else r
+
+
+def still_floor(clips, num_clips: int = 6) -> np.ndarray:
+    """Mean std of the landmarker's yaw / pitch / roll on the world rendered with the head held still."""
+    import tempfile
+
+    from floatalk.data.synthetic import SyntheticConfig, write_synthetic_dataset
+
+    size = clips[0][1].shape[1]
+    still = dict(max_roll_deg=0.0, max_yaw_deg=0.0, max_pitch_deg=0.0, max_shift=0.0, max_scale=0.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_synthetic_dataset(tmp, SyntheticConfig(size=size, num_clips=num_clips, seed=5, **still))
+        stds = []
+        for meta in list_clips(tmp):
+            frames = read_frames(clip_dir(tmp, meta.clip_id), range(meta.num_frames), meta.frame_format)
+            stds.append(head_pose_track(frames, what=meta.clip_id)[:, :3].std(0))
+    return np.mean(stds, 0)
 
 
 def timeline_figure(frames: np.ndarray, probs: np.ndarray, timeline: EmotionTimeline, path: Path) -> None:
@@ -98,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--timeline", default="0-2.6:happy,2.6-5.2:surprise,5.2-:neutral")
     parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--drive", choices=("world", "landmarker"), default="world")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     began = time.perf_counter()
@@ -111,11 +137,16 @@ def main(argv: list[str] | None = None) -> int:
         audio, _ = read_audio(folder)
         clips.append((meta.clip_id, frames, audio))
     real_poses = [head_pose_track(c[1], what=c[0]) for c in clips]
+    if args.drive == "world":
+        cache = build_driving_tracks(args.data, metas, "world_pose")
+        drives = [load_driving_track(cache, m.clip_id) for m in metas]
+    else:
+        drives = real_poses
     runs = ("pose model, driven", "pose model, free", "pose model, --still-head", "model without pose")
-    rows = {name: {"err": [], "std": [], "lip": []} for name in runs}
+    rows = {name: {"err": [], "move": [], "std": [], "lip": []} for name in runs}
     for i, (clip_id, frames, audio) in enumerate(clips):
         image = frames[0]
-        drive = real_poses[(i + 1) % len(clips)]
+        drive = drives[(i + 1) % len(clips)]
         n = len(frames)
         drive = np.concatenate([drive, np.repeat(drive[-1:], max(0, n - len(drive)), 0)])[:n]
         target = portrait_pose(image) + retarget_pose(drive)
@@ -130,22 +161,38 @@ def main(argv: list[str] | None = None) -> int:
         for name, out in outputs.items():
             measured = head_pose_track(out, what=f"{name} {clip_id}")
             rows[name]["err"].append(np.abs(measured[:, :3] - target[:, :3]).mean(0))
+            moved, wanted = measured[:, :3] - measured[:, :3].mean(0), target[:, :3] - target[:, :3].mean(0)
+            rows[name]["move"].append(np.abs(moved - wanted).mean(0))
             rows[name]["std"].append(measured[:, :3].std(0))
             rows[name]["lip"].append(lip_r(out, audio))
         print(f"[{time.perf_counter() - began:6.0f} s] {clip_id}", file=sys.stderr, flush=True)
-    print(f"{len(clips)} test clips of {args.data}; driving pose = the next clip's measured pose\n")
-    print("| run | |yaw err| | |pitch err| | |roll err| | yaw std | pitch std | roll std | LS-r |")
-    print("|---|---|---|---|---|---|---|---|")
+    what = "ground-truth pose (landmarker units)" if args.drive == "world" else "measured pose"
+    print(f"{len(clips)} test clips of {args.data}; driving pose = the next clip's {what}\n")
+    print(
+        "| run | yaw err | pitch err | roll err | yaw move err | pitch move err | roll move err "
+        "| yaw std | pitch std | roll std | LS-r |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in runs:
-        err, std = np.mean(rows[name]["err"], 0), np.mean(rows[name]["std"], 0)
-        cells = [f"{v:.2f}" for v in (*err, *std)] + [f"{np.mean(rows[name]['lip']):.3f}"]
+        err, move = np.mean(rows[name]["err"], 0), np.mean(rows[name]["move"], 0)
+        std = np.mean(rows[name]["std"], 0)
+        cells = [f"{v:.2f}" for v in (*err, *move, *std)] + [f"{np.mean(rows[name]['lip']):.3f}"]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    real_std = np.mean([p[:, :3].std(0) for p in real_poses], 0)
+    print("| the test clips themselves | | | | | | | " + " | ".join(f"{v:.2f}" for v in real_std) + " | |")
+    floor = still_floor(clips)
+    print(
+        "| measurement floor (world, head held still) | | | | | | | "
+        + " | ".join(f"{v:.2f}" for v in floor)
+        + " | |"
+    )
     # the emotion timeline
     timeline = EmotionTimeline.parse(args.timeline)
     from floatalk.io import load_audio
 
     speech = np.concatenate([load_audio(SPEECHES / name, 16000) for name in TIMELINE_SPEECH])
-    out = frames_of(posed, clips[0][1][0], speech, emotion=args.timeline, emotion_scale=2.0)
+    neutral = next((c for c, m in zip(clips, metas) if m.emotion == "neutral"), clips[0])
+    out = frames_of(posed, neutral[1][0], speech, emotion=args.timeline, emotion_scale=2.0)
     from floatalk.face.expression import FacialExpressionClassifier
 
     probs = FacialExpressionClassifier().probabilities(out)

@@ -95,12 +95,17 @@ class FMTConfig:
     predictor: str = "adaln"  # "adaln" (frame-wise adaLN, the paper) | "cross-attention" (Table 3)
     process: str = "flow"  # "flow" (matching, the paper) | "diffusion-epsilon" | "diffusion-x0" (Table 3)
     diffusion_steps: int = 500  # N of the cosine schedule when process is a diffusion
+    # DDIM clips each step's x̂0 to ±this (the training latents' largest |value|, set when a diffusion
+    # run starts); None: no clipping
+    diffusion_clip: float | None = None
 
     def __post_init__(self) -> None:
         if self.predictor not in PREDICTORS:
             raise ValueError(f"fmt.predictor must be one of {PREDICTORS}, got {self.predictor!r}")
         if self.process not in PROCESSES:
             raise ValueError(f"fmt.process must be one of {PROCESSES}, got {self.process!r}")
+        if self.diffusion_clip is not None and not self.diffusion_clip > 0:
+            raise ValueError(f"fmt.diffusion_clip must be > 0 or null, got {self.diffusion_clip}")
         if self.pose_dim < 0 or self.diffusion_steps < 1:
             raise ValueError("fmt.pose_dim must be >= 0 and fmt.diffusion_steps >= 1")
         for name in ("pose_mean", "pose_std"):

@@ -395,7 +395,7 @@ class FloatPipeline:
             from .flow.diffusion import CosineSchedule, DDIMProcess
 
             prediction = cfg.process.removeprefix("diffusion-")
-            process = DDIMProcess(prediction, CosineSchedule(cfg.diffusion_steps))
+            process = DDIMProcess(prediction, CosineSchedule(cfg.diffusion_steps), clip=cfg.diffusion_clip)
             try:
                 process.check_steps(nfe)
             except ValueError as exc:

