@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -137,11 +138,40 @@ def options_from_args(args: argparse.Namespace):
     return GenerateOptions(**values)
 
 
+def _driving_kinds(text: str | None) -> list[str]:
+    from .data.driving import TRACK_KINDS
+
+    if not text:
+        return []
+    kinds = [k.strip().replace("-", "_") for k in text.split(",") if k.strip()]
+    if unknown := [k for k in kinds if k not in TRACK_KINDS]:
+        raise InputError(
+            f"--driving-tracks: unknown track {unknown[0]!r}; choose from {', '.join(TRACK_KINDS)}"
+        )
+    return kinds
+
+
+def _build_tracks(out_dir: str, kinds: list[str], quiet: bool) -> None:
+    """Measure the driving-signal tracks (data/driving.py) of every clip of a prepared dataset."""
+    from .data.driving import build_driving_tracks
+    from .data.layout import list_clips
+
+    clips = list_clips(out_dir)
+    for kind in kinds:
+        started = time.perf_counter()
+        cache = build_driving_tracks(out_dir, clips, kind)
+        if not quiet:
+            print(f"{kind} tracks of {len(clips)} clips in {cache} ({time.perf_counter() - started:.0f} s)")
+
+
 def _prepare(args: argparse.Namespace) -> int:
+    kinds = _driving_kinds(args.driving_tracks)  # checked before any work
     if args.synthetic:
         if len(args.paths) != 1:
             raise InputError("with --synthetic give only OUT_DIR: floatalk prepare --synthetic OUT_DIR")
-        return _prepare_synthetic(args, args.paths[0])
+        code = _prepare_synthetic(args, args.paths[0])
+        _build_tracks(args.paths[0], kinds, args.quiet)
+        return code
     if len(args.paths) != 2:
         raise InputError(
             "give SRC_DIR and OUT_DIR: floatalk prepare SRC_DIR OUT_DIR (or --synthetic OUT_DIR)"
@@ -167,6 +197,7 @@ def _prepare(args: argparse.Namespace) -> int:
     print(report.summary())
     if not report.ok:
         raise InputError(report.error_line())
+    _build_tracks(args.paths[1], kinds, args.quiet)
     return 0
 
 
@@ -821,6 +852,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-fill", default="black", help="crop outside the frame: black (as inference), edge or reflect"
     )
     prep.add_argument("--frame-format", default="jpg", help="jpg (default) or png")
+    prep.add_argument(
+        "--driving-tracks",
+        metavar="KINDS",
+        help="also measure these per-frame tracks of every clip, comma-separated: pose (MediaPipe's "
+        "face landmarker), world_pose (--synthetic: the ground-truth pose in the landmarker's units), "
+        "image_emotion (the facial-expression model); training measures missing ones itself",
+    )
     prep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     prep.set_defaults(func=_prepare)
 

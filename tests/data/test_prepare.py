@@ -429,3 +429,25 @@ def test_synthetic_test_fraction_is_honoured(tmp_path, capsys):
     assert main([*args[:2], str(tmp_path / "bad"), *args[3:], "--test-fraction", "1.5"]) == 2
     err = capsys.readouterr().err.strip()
     assert "test_fraction" in err and len(err.splitlines()) == 1
+
+
+def test_prepare_measures_driving_tracks_and_rejects_an_unknown_kind(tmp_path, capsys):
+    """--driving-tracks: per-frame head-pose tracks of every clip in DATASET/cache (issue 14); a bad
+    kind is a one-line error before anything is written."""
+    pytest.importorskip("floatalk.data.synthetic")
+    pytest.importorskip("mediapipe")
+    from floatalk.data.driving import load_driving_track, track_cache_dir
+
+    out = tmp_path / "syn"
+    args = ["prepare", "--synthetic", str(out), "--num-clips", "2", "--size", "64", "--seed", "0"]
+    assert main([*args, "--driving-tracks", "pose,world-pose"]) == 0
+    for kind in ("pose", "world_pose"):
+        for meta in list_clips(out):
+            track = load_driving_track(track_cache_dir(out, kind), meta.clip_id)
+            assert track.shape == (meta.num_frames, 6) and np.isfinite(track).all()
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main([*args[:2], str(bad), *args[3:], "--driving-tracks", "pose,3dmm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "3dmm" in err and "--driving-tracks" in err and len(err.splitlines()) == 1
+    assert not bad.exists()
