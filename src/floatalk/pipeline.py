@@ -564,6 +564,30 @@ class FloatPipeline:
             image_tensor, detail, speech, options, result, timer, start, motion, noise, on_motion, progress
         )
 
+    def stream(
+        self,
+        image: Any,
+        options: GenerateOptions | None = None,
+        settings: Any = None,
+        **changes: Any,
+    ):
+        """A live generation (floatalk.streaming.TalkingStream): the portrait now, speech pushed in
+        chunks later, frames back as soon as they are final.
+
+        Args:
+            image: portrait path, (H, W, 3) uint8 RGB array, or a prepared tensor (as `generate`).
+            options: GenerateOptions (or its fields as keyword arguments): emotion label or auto,
+                scales, nfe, solver, seed, crop, still_head, motion edits, output size.
+            settings: floatalk.streaming.StreamSettings (hop, look-ahead); None: the defaults.
+
+        Raises:
+            InputError: an unusable portrait or option (one line), before any work on speech.
+        """
+        from .streaming import StreamSettings, TalkingStream
+
+        options = GenerateOptions.build(options, **changes).validate(self.motion_directions)
+        return TalkingStream(self, image, options, settings if settings is not None else StreamSettings())
+
     def write_video(
         self,
         image: Any,
