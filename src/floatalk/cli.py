@@ -225,6 +225,39 @@ def _prepare_synthetic(args: argparse.Namespace, out_dir: str) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .server.app import create_app
+    except ImportError as exc:
+        raise InputError(
+            f"floatalk serve needs FastAPI and uvicorn ({exc.name} is missing): pip install 'floatalk[serve]'"
+        ) from None
+    from .server import ServerSettings
+
+    key = args.api_key or (os.environ.get(args.api_key_env) if args.api_key_env else None)
+    if args.api_key_env and not key:
+        raise InputError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    settings = ServerSettings(
+        weights=args.weights,
+        work_dir=args.work_dir,
+        api_key=key,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_audio_seconds=args.max_audio_seconds,
+        max_running_jobs=args.max_jobs,
+        max_queued_jobs=args.max_queue,
+        max_streams=args.max_streams,
+        job_ttl_seconds=args.job_ttl,
+        threads=args.threads,
+    ).validate()
+    if args.host not in ("127.0.0.1", "localhost", "::1") and key is None:
+        print(f"floatalk serve: warning: listening on {args.host} without an API key", file=sys.stderr)
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from .train.export import ExportOptions, export_checkpoint
 
@@ -873,6 +906,33 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--base", metavar="DIR", help="weights folder for the components this run did not train")
     exp.add_argument("--no-ema", action="store_true", help="export the raw weights instead of their EMA")
     exp.set_defaults(func=_export)
+    srv = sub.add_parser(
+        "serve",
+        help="REST jobs, live WebSocket streams and a web page (FastAPI + uvicorn; docs/serving.md)",
+        description="Serve the pipeline over HTTP: POST /jobs (multipart portrait + speech + options), "
+        "WS /stream (live PCM in, JPEG frames out), a web page at /, OpenAPI docs at /docs.",
+    )
+    srv.add_argument(
+        "--weights", metavar="DIR", help="weights folder (default: $FLOATALK_WEIGHTS, else the demo weights)"
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    srv.add_argument("--api-key", metavar="KEY", help="require this key (X-API-Key header or ?key=)")
+    srv.add_argument("--api-key-env", metavar="VAR", help="read the key from this environment variable")
+    srv.add_argument(
+        "--work-dir", metavar="DIR", help="server-owned folder for jobs (default: a temporary one)"
+    )
+    srv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default 20)")
+    srv.add_argument("--max-audio-seconds", type=float, default=120.0, help="longest speech (default 120)")
+    srv.add_argument("--max-jobs", type=int, default=1, help="jobs generated at once (default 1)")
+    srv.add_argument("--max-queue", type=int, default=8, help="jobs waiting before 429 (default 8)")
+    srv.add_argument("--max-streams", type=int, default=2, help="live streams at once (default 2)")
+    srv.add_argument(
+        "--job-ttl", type=float, default=3600.0, help="seconds a finished job is kept (default 3600)"
+    )
+    srv.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    srv.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    srv.set_defaults(func=_serve)
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     return parser
