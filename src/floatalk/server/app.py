@@ -270,11 +270,12 @@ def create_app(settings: ServerSettings, pipe=None):
             if not (given and secrets.compare_digest(given, settings.api_key)):
                 await _ws_error(ws, "missing or wrong API key (?key=)", WS_POLICY)
                 return
+        start = await ws.receive()  # the client's start message; a full server answers it with a refusal
+        if start.get("type") == "websocket.disconnect":
+            return
         with live_lock:
-            if live["streams"] >= settings.max_streams:
-                busy = True
-            else:
-                busy = False
+            busy = live["streams"] >= settings.max_streams
+            if not busy:
                 live["streams"] += 1
         if busy:
             await _ws_error(
@@ -282,7 +283,7 @@ def create_app(settings: ServerSettings, pipe=None):
             )
             return
         try:
-            await _serve_stream(ws, pipe, settings, portrait_file, store_portrait)
+            await _serve_stream(ws, start, pipe, settings, portrait_file, store_portrait)
         except WebSocketDisconnect:
             pass  # the client left: its stream is dropped with this call's frame
         finally:
@@ -312,13 +313,12 @@ def _jpeg(frame: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-async def _serve_stream(ws, pipe, settings: ServerSettings, portrait_file, store_portrait) -> None:
+async def _serve_stream(
+    ws, start: dict, pipe, settings: ServerSettings, portrait_file, store_portrait
+) -> None:
     """One WebSocket stream (docs/serving.md: start, PCM chunks, end; frames out)."""
     from ..streaming import StreamSettings
 
-    start = await ws.receive()
-    if start.get("type") == "websocket.disconnect":
-        raise WebSocketDisconnect()
     try:
         message = json.loads(start.get("text") or "")
         if not isinstance(message, dict) or message.get("type") != "start":

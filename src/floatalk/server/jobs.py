@@ -3,7 +3,8 @@
 A job is checked when it is submitted (options, portrait with a face, readable speech within the
 length limit), so a bad request fails at once with nothing left behind; then it waits in the queue,
 runs `FloatPipeline.write_video` (whose MP4 appears only once complete) and keeps its result until
-``job_ttl_seconds`` after it finished. Cancelling a queued or running job stops it at the next
+``job_ttl_seconds`` after it finished. A server started on the folder of one that was killed deletes
+what that one left. Cancelling a queued or running job stops it at the next
 decoded batch and deletes its folder. Job ids are random 128-bit hex strings; nothing a client
 sends becomes part of a path.
 """
@@ -76,6 +77,8 @@ class JobManager:
     def __init__(self, pipe, settings, root: Path) -> None:
         self.pipe, self.settings = pipe, settings
         self.root = root / "jobs"
+        # jobs do not outlive their server: what a killed one left (unfinished, partial files) goes
+        shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True, exist_ok=True)
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
