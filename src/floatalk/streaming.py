@@ -313,15 +313,7 @@ class TalkingStream:
             self.context = WindowContext(motion, speech)
         self.committed += commit
         self._forget()
-        latents = pipe.edit_motion(kept[0], self.source, self.edits, self.options.motion_scale)
-        batches = []
-        for frames in pipe.iter_frames(self.source, latents, self.options.decode_batch_size, self.detail):
-            out = _to_uint8(frames)
-            if out.shape[1] != self.size:
-                from .pipeline import resize_frames
-
-                out = resize_frames(out, self.size)
-            batches.append(out)
+        batches = list(pipe.render(self.source, kept[0], self.options, self.detail, self.edits))
         return StreamFrames(np.concatenate(batches), start, self.fps)
 
     def _forget(self) -> None:
@@ -343,9 +335,3 @@ def _fit(segment: Tensor, min_samples: int) -> Tensor:
     return torch.nn.functional.pad(segment[:, None], (0, min_samples - segment.shape[-1]), mode="replicate")[
         :, 0
     ]
-
-
-def _to_uint8(frames: Tensor) -> np.ndarray:
-    from .pipeline import frames_to_uint8
-
-    return frames_to_uint8(frames)

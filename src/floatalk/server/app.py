@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InputError
 from ..options import GenerateOptions
-from .jobs import IMAGE_SUFFIXES, JobManager, QueueFullError, _suffix
+from .jobs import IMAGE_SUFFIXES, JobManager, QueueFullError, safe_suffix
 from .settings import ServerSettings
 
 __all__ = ["create_app"]
@@ -178,7 +178,7 @@ def create_app(settings: ServerSettings, pipe=None):
 
     def store_portrait(data: bytes, name: str, options: GenerateOptions) -> str:
         portrait_id = uuid.uuid4().hex
-        path = portraits / f"{portrait_id}{_suffix(name, IMAGE_SUFFIXES, '.img')}"
+        path = portraits / f"{portrait_id}{safe_suffix(name, IMAGE_SUFFIXES, '.img')}"
         path.write_bytes(data)
         try:
             pipe.prepare_portrait(str(path), options)  # decodable, with a face

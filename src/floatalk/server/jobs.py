@@ -111,8 +111,8 @@ class JobManager:
         folder = self.root / job_id
         folder.mkdir()
         try:
-            portrait_path = folder / f"portrait{_suffix(portrait_name, IMAGE_SUFFIXES, '.img')}"
-            speech_path = folder / f"speech{_suffix(speech_name, AUDIO_SUFFIXES, '.bin')}"
+            portrait_path = folder / f"portrait{safe_suffix(portrait_name, IMAGE_SUFFIXES, '.img')}"
+            speech_path = folder / f"speech{safe_suffix(speech_name, AUDIO_SUFFIXES, '.bin')}"
             portrait_path.write_bytes(portrait)
             speech_path.write_bytes(speech)
             total = check_inputs(
@@ -221,7 +221,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4", ".mkv", ".mov")
 
 
-def _suffix(name: str, allowed: tuple[str, ...], default: str) -> str:
+def safe_suffix(name: str, allowed: tuple[str, ...], default: str) -> str:
     suffix = Path(name or "").suffix.lower()
     return suffix if suffix in allowed else default
 
