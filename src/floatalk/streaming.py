@@ -59,27 +59,39 @@ class StreamSettings:
     """How a stream cuts its windows (module docstring).
 
     Attributes:
-        hop_frames: frames committed per step while speech keeps coming (25 fps: 8 = 320 ms).
-        lookahead_frames: speech frames past the committed ones needed before committing them.
+        hop_frames: frames committed per step while speech keeps coming (25 fps: 12 = 480 ms).
+        lookahead_frames: speech frames past the committed ones needed before committing them. The
+            default 12 (480 ms) covers the log-mel encoder's right receptive field (7 frames) and
+            most of the transformer's (4 layers of ±2 frames); with 4, lip sync on held-out clips
+            fell from 0.78 to 0.61 (docs/benchmarks.md, "Streaming").
+        nfe: velocity evaluations per window in a stream, which samples a window every hop rather
+            than every L frames; 5 by default (on the demo model NFE 5 and 10 give the same lip sync
+            and E-/P-FID, docs/evaluation.md; on this CPU it is what keeps a stream real-time).
+            None: the generation options' nfe.
         context_seconds: earlier speech given to the speech encoder at each step.
         emotion_every_seconds: how often "auto" emotion is re-estimated from the speech so far.
     """
 
-    hop_frames: int = 8
-    lookahead_frames: int = 4
+    hop_frames: int = 12
+    lookahead_frames: int = 12
+    nfe: int | None = 5
     context_seconds: float = 2.0
     emotion_every_seconds: float = 2.0
 
     def validate(self, window: int, context: int) -> StreamSettings:
-        """InputError (one line) unless 1 <= hop <= L, lookahead >= 0, the context covers L' frames."""
+        """InputError (one line) unless hop >= 1 (more than the window L commits L), lookahead >= 0."""
         if isinstance(self.hop_frames, bool) or not isinstance(self.hop_frames, int):
             raise InputError(f"hop_frames must be an integer, got {self.hop_frames!r}")
-        if not 1 <= self.hop_frames <= window:
-            raise InputError(f"hop_frames must be 1..{window} (the model's window), got {self.hop_frames}")
+        if self.hop_frames < 1:
+            raise InputError(f"hop_frames must be >= 1, got {self.hop_frames}")
         if isinstance(self.lookahead_frames, bool) or not isinstance(self.lookahead_frames, int):
             raise InputError(f"lookahead_frames must be an integer, got {self.lookahead_frames!r}")
         if self.lookahead_frames < 0:
             raise InputError(f"lookahead_frames must be >= 0, got {self.lookahead_frames}")
+        if self.nfe is not None and (
+            isinstance(self.nfe, bool) or not isinstance(self.nfe, int) or self.nfe < 1
+        ):
+            raise InputError(f"nfe must be a positive integer or None, got {self.nfe!r}")
         if not (math.isfinite(self.context_seconds) and self.context_seconds >= 0):
             raise InputError(f"context_seconds must be >= 0, got {self.context_seconds}")
         if not (math.isfinite(self.emotion_every_seconds) and self.emotion_every_seconds > 0):
@@ -152,7 +164,13 @@ class TalkingStream:
         image_tensor, self.detail = pipe._prepare_portraits(image, options, pipe._detail_size(options))
         self.source = pipe.encode_source(image_tensor)
         self.size = pipe.output_size(options)
-        self.sampler = pipe.sampler(options.nfe, options.solver, options.audio_scale, options.emotion_scale)
+        nfe = options.nfe if settings.nfe is None else settings.nfe
+        if options.solver == "midpoint" and nfe % 2:
+            raise InputError(
+                f"the midpoint solver needs an even nfe; the stream's is {nfe} (StreamSettings.nfe)"
+            )
+        self.nfe = nfe
+        self.sampler = pipe.sampler(nfe, options.solver, options.audio_scale, options.emotion_scale)
         self.velocity = pipe.velocity(self.sampler)
         seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
         self.seed = seed
@@ -222,11 +240,11 @@ class TalkingStream:
         heard = self.received // self.spf  # whole frames of speech
         if self.ended:
             return min(self.window, self.total_frames - self.committed)
-        s = self.settings
+        s, hop = self.settings, min(self.settings.hop_frames, self.window)
         if heard - self.committed >= self.window + s.lookahead_frames:
             return self.window
-        if heard - self.committed >= s.hop_frames + s.lookahead_frames:
-            return s.hop_frames
+        if heard - self.committed >= hop + s.lookahead_frames:
+            return hop
         return 0
 
     def _normalised(self, first_sample: int, stop_sample: int) -> Tensor:

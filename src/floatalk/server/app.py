@@ -336,8 +336,8 @@ async def _serve_stream(
         if message.get("format", "jpeg") != "jpeg":
             raise InputError(f"format must be jpeg, got {message.get('format')!r}")
         raw = message.get("settings") or {}
-        if not isinstance(raw, dict) or set(raw) - {"hop_frames", "lookahead_frames"}:
-            raise InputError("settings may only hold hop_frames and lookahead_frames")
+        if not isinstance(raw, dict) or set(raw) - {"hop_frames", "lookahead_frames", "nfe"}:
+            raise InputError("settings may only hold hop_frames, lookahead_frames and nfe")
         stream_settings = StreamSettings(**raw)
         if "portrait_id" in message:
             image = str(portrait_file(str(message["portrait_id"])))
@@ -364,6 +364,7 @@ async def _serve_stream(
             "seed": live.seed,
             "hop_frames": stream_settings.hop_frames,
             "lookahead_frames": stream_settings.lookahead_frames,
+            "nfe": live.nfe,
             "notices": live.notices,
         }
     )
