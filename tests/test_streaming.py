@@ -72,7 +72,7 @@ def test_the_whole_speech_at_once_gives_the_offline_frames(pipes, frontend):
 
 def test_chunked_speech_gives_every_frame_once_in_order_with_bounded_delay_and_memory(pipes):
     pipe = pipes["logmel"]
-    settings = StreamSettings(hop_frames=4, lookahead_frames=2, context_seconds=0.5)
+    settings = StreamSettings(hop_frames=4, lookahead_frames=2, first_hop_frames=2, context_seconds=0.5)
     stream = pipe.stream(str(PORTRAIT), OPTIONS, settings)
     wave = _speech(6.0, seed=1)
     rng = np.random.default_rng(0)
@@ -83,6 +83,8 @@ def test_chunked_speech_gives_every_frame_once_in_order_with_bounded_delay_and_m
         batches += stream.push(wave[pos : pos + n])
         pos += n
         heard = min(pos, wave.size) // spf
+        if stream.frames_done == 0:  # the first frames come after first_hop + lookahead frames of speech
+            assert heard < settings.first_hop_frames + settings.lookahead_frames
         # every frame whose speech (plus the look-ahead) has arrived is out: the delay is bounded
         assert heard - stream.frames_done < settings.hop_frames + settings.lookahead_frames
         peak_buffer = max(peak_buffer, stream.buffer.size)

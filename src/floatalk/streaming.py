@@ -11,8 +11,9 @@ How the windows are cut (FLOAT samples fixed windows of L current frames after L
   with the previous L' committed latents and their speech features as its context (the offline
   sampler's WindowContext), through the same `MotionSampler.sample_window` as offline generation.
 * While speech keeps coming, a step runs once the speech reaches `hop_frames + lookahead_frames`
-  frames past the committed ones. Speech beyond what has arrived is the last frame's features
-  repeated (what the offline sampler does past the clip's end). Only the first `hop_frames` frames
+  frames past the committed ones (`first_hop_frames` instead of `hop_frames` for the first step).
+  Speech beyond what has arrived is the last frame's features repeated (what the offline sampler
+  does past the clip's end). Only the first `hop_frames` frames
   are committed (decoded, returned); the rest of the window is sampled again at the next step
   with more speech. When the speech is further ahead (at least L + lookahead frames), the whole
   window is committed at once, so a stream that is fed faster than real time catches up in big steps.
@@ -64,6 +65,9 @@ class StreamSettings:
             default 12 (480 ms) covers the log-mel encoder's right receptive field (7 frames) and
             most of the transformer's (4 layers of ±2 frames); with 4, lip sync on held-out clips
             fell from 0.78 to 0.61 (docs/benchmarks.md, "Streaming").
+        first_hop_frames: the first step commits this many frames (at most hop_frames), so that the
+            first frame comes after first_hop + lookahead frames of speech (0.64 s) instead of
+            hop + lookahead (0.96 s).
         nfe: velocity evaluations per window in a stream, which samples a window every hop rather
             than every L frames; 5 by default (on the demo model NFE 5 and 10 give the same lip sync
             and E-/P-FID, docs/evaluation.md; on this CPU it is what keeps a stream real-time).
@@ -74,6 +78,7 @@ class StreamSettings:
 
     hop_frames: int = 12
     lookahead_frames: int = 12
+    first_hop_frames: int = 4
     nfe: int | None = 5
     context_seconds: float = 2.0
     emotion_every_seconds: float = 2.0
@@ -86,6 +91,10 @@ class StreamSettings:
             raise InputError(f"hop_frames must be >= 1, got {self.hop_frames}")
         if isinstance(self.lookahead_frames, bool) or not isinstance(self.lookahead_frames, int):
             raise InputError(f"lookahead_frames must be an integer, got {self.lookahead_frames!r}")
+        if isinstance(self.first_hop_frames, bool) or not isinstance(self.first_hop_frames, int):
+            raise InputError(f"first_hop_frames must be an integer, got {self.first_hop_frames!r}")
+        if self.first_hop_frames < 1:
+            raise InputError(f"first_hop_frames must be >= 1, got {self.first_hop_frames}")
         if self.lookahead_frames < 0:
             raise InputError(f"lookahead_frames must be >= 0, got {self.lookahead_frames}")
         if self.nfe is not None and (
@@ -241,6 +250,8 @@ class TalkingStream:
         if self.ended:
             return min(self.window, self.total_frames - self.committed)
         s, hop = self.settings, min(self.settings.hop_frames, self.window)
+        if self.committed == 0:
+            hop = min(hop, s.first_hop_frames)
         if heard - self.committed >= self.window + s.lookahead_frames:
             return self.window
         if heard - self.committed >= hop + s.lookahead_frames:

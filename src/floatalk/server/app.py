@@ -336,8 +336,13 @@ async def _serve_stream(
         if message.get("format", "jpeg") != "jpeg":
             raise InputError(f"format must be jpeg, got {message.get('format')!r}")
         raw = message.get("settings") or {}
-        if not isinstance(raw, dict) or set(raw) - {"hop_frames", "lookahead_frames", "nfe"}:
-            raise InputError("settings may only hold hop_frames, lookahead_frames and nfe")
+        if not isinstance(raw, dict) or set(raw) - {
+            "hop_frames",
+            "lookahead_frames",
+            "first_hop_frames",
+            "nfe",
+        }:
+            raise InputError("settings may only hold hop_frames, lookahead_frames, first_hop_frames and nfe")
         stream_settings = StreamSettings(**raw)
         if "portrait_id" in message:
             image = str(portrait_file(str(message["portrait_id"])))
