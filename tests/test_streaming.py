@@ -62,8 +62,9 @@ def _collect(batches) -> tuple[np.ndarray, list[int]]:
 def test_the_whole_speech_at_once_gives_the_offline_frames(pipes, frontend):
     pipe = pipes[frontend]
     wave = _speech(1.7)  # several windows of L = 8 frames, a partial last one
-    offline = _offline(pipe, wave)
-    stream = pipe.stream(str(PORTRAIT), OPTIONS, StreamSettings(nfe=None))  # the options' nfe, as offline
+    options = OPTIONS.replace(decode_batch_size=8)  # a stream decodes a step's frames in one batch
+    offline = _offline(pipe, wave, options)
+    stream = pipe.stream(str(PORTRAIT), options, StreamSettings(nfe=None))  # the options' nfe, as offline
     frames, starts = _collect(stream.push(wave, end=True))
     assert frames.shape == offline.shape and frames.dtype == np.uint8
     assert np.array_equal(frames, offline)
@@ -124,8 +125,9 @@ def test_a_stream_rejects_what_it_cannot_do_in_one_line(pipes):
         pipe.stream(str(PORTRAIT), OPTIONS, StreamSettings(nfe=0))
     # the stream's nfe (5 by default) is what it samples with; offline with nfe 5 gives its frames
     wave = _speech(1.0)
-    frames, _ = _collect(pipe.stream(str(PORTRAIT), OPTIONS).push(wave, end=True))
-    assert np.array_equal(frames, _offline(pipe, wave, OPTIONS.replace(nfe=5)))
+    options = OPTIONS.replace(decode_batch_size=8)
+    frames, _ = _collect(pipe.stream(str(PORTRAIT), options).push(wave, end=True))
+    assert np.array_equal(frames, _offline(pipe, wave, options.replace(nfe=5)))
     stream = pipe.stream(str(PORTRAIT), OPTIONS)
     with pytest.raises(InputError, match="NaN"):
         stream.push(np.array([0.0, np.nan], np.float32))
@@ -140,6 +142,7 @@ def test_a_stream_rejects_what_it_cannot_do_in_one_line(pipes):
 def test_still_head_streams_with_a_pose_model(one_thread):
     pipe = _pipe("logmel", pose=True)
     wave = _speech(1.0)
-    stream = pipe.stream(str(PORTRAIT), OPTIONS, StreamSettings(nfe=None), still_head=True)
+    options = OPTIONS.replace(still_head=True, decode_batch_size=8)
+    stream = pipe.stream(str(PORTRAIT), options, StreamSettings(nfe=None))
     frames, _ = _collect(stream.push(wave, end=True))
-    assert np.array_equal(frames, _offline(pipe, wave, OPTIONS.replace(still_head=True)))
+    assert np.array_equal(frames, _offline(pipe, wave, options))
