@@ -146,3 +146,27 @@ def test_still_head_streams_with_a_pose_model(one_thread):
     stream = pipe.stream(str(PORTRAIT), options, StreamSettings(nfe=None))
     frames, _ = _collect(stream.push(wave, end=True))
     assert np.array_equal(frames, _offline(pipe, wave, options))
+
+
+def test_auto_emotion_is_estimated_from_the_speech_heard_so_far(pipes):
+    """emotion "auto" with a speech-emotion classifier: re-estimated every emotion_every_seconds on the
+    speech heard so far; given the whole speech at once, the offline estimate (and frames)."""
+    pipe = pipes["wav2vec2"]
+    assert pipe.model.emotion is not None
+    wave = _speech(1.5, seed=4)
+    options = OPTIONS.replace(emotion="auto", decode_batch_size=8)
+    at_once = pipe.stream(str(PORTRAIT), options, StreamSettings(nfe=None))
+    frames, _ = _collect(at_once.push(wave, end=True))
+    assert np.array_equal(frames, _offline(pipe, wave, options))
+    live = pipe.stream(
+        str(PORTRAIT), options, StreamSettings(hop_frames=4, lookahead_frames=2, emotion_every_seconds=0.5)
+    )
+    estimates = []
+    for i in range(0, wave.size, 4000):
+        live.push(wave[i : i + 4000])
+        if live._emotion is not None:
+            estimates.append(live._emotion.clone())
+    live.end()
+    assert len(estimates) >= 2
+    assert all(abs(float(e.sum()) - 1) < 1e-4 for e in estimates)  # probabilities
+    assert any(not torch.allclose(estimates[0], e) for e in estimates[1:])  # re-estimated as speech came
