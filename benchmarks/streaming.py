@@ -124,12 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parsed = [parse(text) for text in args.settings]
     # 1. timing, before any MediaPipe tracker runs in this process
     timing = {}
-    for hop, look in parsed:
-        run = paced_run(
-            pipe, portrait, speech, StreamSettings(hop_frames=hop, lookahead_frames=look), live_options
-        )
-        timing[hop, look] = {k: v for k, v in run.items() if k != "frames"}
-        print(f"timing {hop}:{look} {timing[hop, look]}", file=sys.stderr, flush=True)
+    for hop, look, nfe in parsed:
+        settings = StreamSettings(hop_frames=hop, lookahead_frames=look, nfe=nfe)
+        run = paced_run(pipe, portrait, speech, settings, live_options)
+        timing[hop, look, nfe] = {k: v for k, v in run.items() if k != "frames"}
+        print(f"timing {hop}:{look}:{nfe} {timing[hop, look, nfe]}", file=sys.stderr, flush=True)
     concurrent = []
     for n in args.streams:
         results: list[dict] = [None] * n
