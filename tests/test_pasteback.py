@@ -78,6 +78,8 @@ def test_nothing_of_the_crops_padding_shows_and_bad_inputs_are_refused():
     frame[:, :] = 255  # the padding part of the frame (top-left) would show as white if pasted
     out = paste.paste(frame)
     assert out.shape == (480, 640, 3)
+    assert np.array_equal(out[200:], image[200:]) and np.array_equal(out[:, 200:], image[:, 200:])
+    assert out[100, 100].min() > image[100, 100].min()  # the frame's part inside the photo is there
     with pytest.raises(InputError, match="feather"):
         PasteBack(image, window, feather=0.0)
     with pytest.raises(InputError, match="overlap"):

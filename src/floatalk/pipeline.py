@@ -519,13 +519,11 @@ class FloatPipeline:
         latents: Tensor,
         options: GenerateOptions = _DEFAULTS,
         detail: Tensor | None = None,
-        edits: Mapping[int, float] | None = None,
     ) -> Iterator[np.ndarray]:
-        """Sampled latents (T, d) -> edited (Eq. 15), decoded, (n, S, S, 3) uint8 batches at the output
-        size S of `options` (`edits` default: options.motion_edits)."""
-        edits = dict(options.motion_edits) if edits is None else edits
+        """Sampled latents (T, d) -> edited (Eq. 15, options.motion_edits / motion_scale), decoded,
+        (n, S, S, 3) uint8 batches at the output size S of `options`."""
         size = self.output_size(options)
-        latents = self.edit_motion(latents, source, edits, options.motion_scale)
+        latents = self.edit_motion(latents, source, dict(options.motion_edits), options.motion_scale)
         for frames in self.iter_frames(source, latents, options.decode_batch_size, detail):
             out = frames_to_uint8(frames)
             yield out if out.shape[1] == size else resize_frames(out, size)
@@ -796,14 +794,13 @@ class FloatPipeline:
         start: float,
     ) -> Iterator[np.ndarray]:
         """Window by window: sample, edit (Eq. 15), decode, convert; (n, H, W, 3) uint8 batches."""
-        edits = dict(options.motion_edits)
         sampled: list[Tensor] = []
         timer.restart()
         for latents in windows:
             timer.tick("sampling")
             if on_motion is not None:
                 sampled.append(latents.cpu())
-            for out in self.render(source, latents, options, detail, edits):
+            for out in self.render(source, latents, options, detail):
                 timer.tick("decoding")
                 result.num_frames += out.shape[0]
                 if progress is not None:

@@ -88,7 +88,7 @@ class StreamSettings:
     context_seconds: float = 2.0
     emotion_every_seconds: float = 2.0
 
-    def validate(self, window: int, context: int) -> StreamSettings:
+    def validate(self) -> StreamSettings:
         """InputError (one line) unless hop >= 1 (more than the window L commits L), lookahead >= 0."""
         if isinstance(self.hop_frames, bool) or not isinstance(self.hop_frames, int):
             raise InputError(f"hop_frames must be an integer, got {self.hop_frames!r}")
@@ -156,7 +156,7 @@ class TalkingStream:
     def __init__(self, pipe, image, options: GenerateOptions, settings: StreamSettings) -> None:
         cfg = pipe.config.fmt
         self.pipe, self.options = pipe, options
-        self.settings = settings.validate(cfg.clip_frames, cfg.context_frames)
+        self.settings = settings.validate()
         if options.emotion_from is not None or options.pose_from is not None:
             raise InputError(
                 "a stream cannot use --emotion-from / --pose-from (they need the whole clip); "
@@ -189,7 +189,6 @@ class TalkingStream:
         seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
         self.seed = seed
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.edits = dict(options.motion_edits)
         self.moments = _RunningMoments()
         self.buffer = np.zeros(0, np.float32)  # samples from self.buffer_start on
         self.buffer_start = 0
@@ -291,12 +290,10 @@ class TalkingStream:
         need = start + min(self.window, total - start)  # the window's last real frame, exclusive
         if self._features is None or not (self._features[0] <= start and need <= self._features[1]):
             chunk = max(self.window, round(self.pipe.speech_chunk_seconds * self.fps))
-            if start == 0 and total <= chunk:
-                stop = total  # the whole speech: encoded exactly as offline generation does
-            elif total - first <= chunk:
-                stop = total
-            else:  # long speech after the end: a window and the context at a time (flat memory)
-                stop = min(total, start + self.window + self.context_frames)
+            # the rest at once (from frame 0: exactly as offline encodes it); long speech a window
+            # and its context at a time (flat memory)
+            short = total - first <= chunk
+            stop = total if short else min(total, start + self.window + self.context_frames)
             self._features = (first, stop, self._encode(first, stop))
         first, _, feats = self._features
         return feats[:, start - first :]
@@ -309,7 +306,8 @@ class TalkingStream:
                 self._emotion = pipe.emotion_probs(None, label)  # type: ignore[arg-type]
             return self._emotion
         every = self.settings.emotion_every_seconds * self.sample_rate
-        if self._emotion is None or self.received - self._emotion_at >= every or self.ended:
+        stale = self.received - self._emotion_at >= every or (self.ended and self._emotion_at < self.received)
+        if self._emotion is None or stale:
             # the classifier on the speech heard so far (the buffer keeps the last seconds of it)
             heard = self._normalised(self.buffer_start, self.received)
             with torch.inference_mode():
@@ -350,7 +348,7 @@ class TalkingStream:
         options = self.options
         if options.decode_batch_size is None:  # a step's frames in one decoder call (3x faster on CPU)
             options = options.replace(decode_batch_size=commit)
-        batches = list(pipe.render(self.source, kept[0], options, self.detail, self.edits))
+        batches = list(pipe.render(self.source, kept[0], options, self.detail))
         return StreamFrames(np.concatenate(batches), start, self.fps)
 
     def _forget(self) -> None:

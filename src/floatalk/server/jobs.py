@@ -50,7 +50,6 @@ class Job:
     frames_done: int = 0
     error: str | None = None
     seed: int | None = None
-    created: float = field(default_factory=time.time)
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
