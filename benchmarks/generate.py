@@ -143,7 +143,7 @@ def run_one(args: argparse.Namespace) -> dict:
     # stages, and the sound track streamed from the input file as write_video does.
     run = pipe.generate(tmp / "photo.jpg", tmp / "speech.wav", options)
     stages = run.result.stage_seconds
-    with VideoWriter(tmp / "out.mp4", run.size, run.size, fps=pipe.fps, audio=run.speech.path) as w:
+    with VideoWriter(tmp / "out.mp4", run.width, run.height, fps=pipe.fps, audio=run.speech.path) as w:
         for batch in run:
             t = time.perf_counter()
             w.write(batch)
@@ -161,9 +161,9 @@ def run_one(args: argparse.Namespace) -> dict:
         "preset": args.preset,
         "weights": args.weights,
         "crop": crop,
-        "output_size": run.size,
+        "output_size": [run.height, run.width],
         "compile": args.compile and pipe.compile_failure() is None,
-        "detail": options.detail and run.size > pipe.image_size,
+        "detail": options.detail and pipe.output_size(options) > pipe.image_size,
         "num_frames_total": num_frames,
         "frames_rendered": count,
         "truncated": count < num_frames,

@@ -92,6 +92,26 @@ class GenerateOptions:
         flag="--no-detail",
     )
 
+    paste_back: bool = _option(
+        False,
+        "put the frames back into the photo, at its size and aspect ratio (the default when the face "
+        "was cropped from a larger photo)",
+    )
+    crop_only: bool = _option(False, "write the square face crop only, not the photo around it")
+    max_side: int | None = _option(
+        1920,
+        "cap the longer side of the output at N pixels (aspect ratio kept, even dimensions)",
+        metavar="N",
+    )
+    watermark: bool = _option(
+        True,
+        "leave out the invisible watermark that marks every frame as generated (floatalk verify reads it)",
+        flag="--no-watermark",
+    )
+    watermark_id: int | None = _option(
+        None, "a number (0 to 2**32 - 1) carried in the watermark after its fixed mark", metavar="N"
+    )
+
     def replace(self, **changes: Any) -> GenerateOptions:
         """A copy with some fields changed (unknown names are an InputError)."""
         names = {f.name for f in dataclasses.fields(self)}
@@ -173,7 +193,27 @@ class GenerateOptions:
             or not 16 <= self.output_size <= 4096
         ):
             raise InputError(f"size must be an integer from 16 to 4096, got {self.output_size!r}")
-        for name in ("crop", "zero_audio", "detail"):
+        if self.paste_back and self.crop_only:
+            raise InputError("give either --paste-back or --crop-only, not both")
+        if self.paste_back and not self.crop:
+            raise InputError("--paste-back needs the face crop: leave out --no-crop")
+        if self.max_side is not None and (
+            isinstance(self.max_side, bool)
+            or not isinstance(self.max_side, int)
+            or not 16 <= self.max_side <= 8192
+        ):
+            raise InputError(f"max-side must be an integer from 16 to 8192, got {self.max_side!r}")
+        if self.watermark_id is not None and (
+            isinstance(self.watermark_id, bool)
+            or not isinstance(self.watermark_id, int)
+            or not 0 <= self.watermark_id < 2**32
+        ):
+            raise InputError(
+                f"watermark-id must be an integer from 0 to 2**32 - 1, got {self.watermark_id!r}"
+            )
+        if self.watermark_id is not None and not self.watermark:
+            raise InputError("--watermark-id is carried by the watermark: leave out --no-watermark")
+        for name in ("crop", "zero_audio", "detail", "paste_back", "crop_only", "watermark"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
         try:

@@ -48,6 +48,7 @@ from .models.emotion import Emotion, emotion_one_hot
 from .models.float_model import FloatModel
 from .models.motion_ae import SourceEncoding
 from .options import GenerateOptions
+from .output_frames import FrameFinisher, PortraitCrop
 from .weights import load_model
 
 __all__ = ["AudioEncoding", "FloatPipeline", "Generation", "GenerationResult"]
@@ -123,12 +124,12 @@ class Generation:
         self,
         frames: Iterator[np.ndarray],
         result: GenerationResult,
-        size: int,
+        frame_size: tuple[int, int],
         speech: SpeechAudio,
         started: float,
     ) -> None:
         self._frames, self.result = frames, result
-        self.size = size  # side of the frames in pixels
+        self.height, self.width = frame_size  # of the frames, in pixels
         self.speech = speech  # the speech being rendered (the MP4's sound track comes from it)
         self.started = started  # time.perf_counter() when the run began
 
@@ -251,9 +252,10 @@ class FloatPipeline:
 
     def _prepare_portraits(
         self, image: Any, options: GenerateOptions, detail_size: int | None
-    ) -> tuple[Tensor, Tensor | None]:
-        """The model's input (1, 3, size, size) and, when detail_size is given, the same crop at that
-        side for floatalk.detail (None for an already prepared tensor: there is nothing sharper)."""
+    ) -> tuple[Tensor, Tensor | None, PortraitCrop | None]:
+        """The model's input (1, 3, size, size); when detail_size is given, the same crop at that
+        side for floatalk.detail (None for an already prepared tensor: there is nothing sharper); and
+        the photo and crop window for paste-back (None unless the face was cropped from it)."""
         from .io.image import image_to_tensor, load_image
 
         size = self.image_size
@@ -262,21 +264,23 @@ class FloatPipeline:
                 raise InputError(
                     f"image tensor must be (1, 3, {size}, {size}) in [-1, 1], got {tuple(image.shape)}"
                 )
-            return image, None
+            return image, None, None
         array = load_image(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
             raise InputError(f"image array must be (H, W, 3) uint8 RGB, got {array.dtype} {array.shape}")
         if not options.crop:
             detail = image_to_tensor(array, detail_size) if detail_size else None
-            return image_to_tensor(array, size), detail
+            return image_to_tensor(array, size), detail, None
         from .face import crop_face, select_face
+        from .face.crop import crop_window
 
         box = select_face(array, options.face_index)
+        crop = PortraitCrop(array, crop_window(box))
         model_input = image_to_tensor(crop_face(array, box, size=size, fill=options.crop_fill), size)
         if not detail_size:
-            return model_input, None
-        crop = crop_face(array, box, size=detail_size, fill=options.crop_fill)
-        return model_input, image_to_tensor(crop, detail_size)
+            return model_input, None, crop
+        sharp = crop_face(array, box, size=detail_size, fill=options.crop_fill)
+        return model_input, image_to_tensor(sharp, detail_size), crop
 
     def load_speech(self, audio: Any) -> SpeechAudio:
         """Path (any audio, or a video's sound) or mono float waveform at `sample_rate` -> SpeechAudio."""
@@ -571,12 +575,25 @@ class FloatPipeline:
         start = time.perf_counter()
         result = GenerationResult(fps=self.fps)
         timer = _StageTimer(result.stage_seconds)
-        image_tensor, detail = self._prepare_portraits(image, options, self._detail_size(options))
+        image_tensor, detail, crop = self._prepare_portraits(image, options, self._detail_size(options))
+        finisher = FrameFinisher(crop, self.output_size(options), options)
+        result.notices.extend(finisher.notices)
         timer.tick("crop")
         speech = self.load_speech(audio)
         timer.tick("audio load")
         return self._run(
-            image_tensor, detail, speech, options, result, timer, start, motion, noise, on_motion, progress
+            image_tensor,
+            detail,
+            speech,
+            options,
+            result,
+            timer,
+            start,
+            motion,
+            noise,
+            on_motion,
+            progress,
+            finisher,
         )
 
     def stream(
@@ -642,7 +659,7 @@ class FloatPipeline:
         )
         sound = run.speech.path if run.speech.path is not None else run.speech.read()
         with VideoWriter(
-            output, run.size, run.size, fps=self.fps, audio=sound, sample_rate=self.sample_rate, crf=crf
+            output, run.width, run.height, fps=self.fps, audio=sound, sample_rate=self.sample_rate, crf=crf
         ) as writer:
             for batch in run:
                 t = time.perf_counter()
@@ -669,6 +686,7 @@ class FloatPipeline:
         noise: Tensor | None,
         on_motion: Callable[[Tensor], None] | None,
         progress: Callable[[int, int], None] | None,
+        finisher: FrameFinisher,
     ) -> Generation:
         """Encode source and speech, settle seed and emotion, and return the frame stream."""
         source = self.encode_source(image)
@@ -709,11 +727,10 @@ class FloatPipeline:
                     emotion_weight=emotion_weight,
                 )
             )
-        size = self.output_size(options)
         frames = self._frames(
-            source, detail, windows, options, result, timer, total, on_motion, progress, start
+            source, detail, windows, options, result, timer, total, on_motion, progress, start, finisher
         )
-        return Generation(frames, result, size, speech, start)
+        return Generation(frames, result, (finisher.height, finisher.width), speech, start)
 
     def _check_conditions(self, options: GenerateOptions) -> None:
         """Options that need a condition the model was not trained with: one-line InputError."""
@@ -792,8 +809,10 @@ class FloatPipeline:
         on_motion: Callable[[Tensor], None] | None,
         progress: Callable[[int, int], None] | None,
         start: float,
+        finisher: FrameFinisher,
     ) -> Iterator[np.ndarray]:
-        """Window by window: sample, edit (Eq. 15), decode, convert; (n, H, W, 3) uint8 batches."""
+        """Window by window: sample, edit (Eq. 15), decode, convert, finish (paste back, watermark);
+        (n, H, W, 3) uint8 batches."""
         sampled: list[Tensor] = []
         timer.restart()
         for latents in windows:
@@ -802,6 +821,9 @@ class FloatPipeline:
                 sampled.append(latents.cpu())
             for out in self.render(source, latents, options, detail):
                 timer.tick("decoding")
+                if not finisher.identity:
+                    out = finisher(out)
+                    timer.tick("paste-back and watermark")
                 result.num_frames += out.shape[0]
                 if progress is not None:
                     progress(result.num_frames, total)

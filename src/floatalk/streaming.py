@@ -175,7 +175,7 @@ class TalkingStream:
         encoder = pipe.model.audio_encoder
         self.spf = round(encoder.samples_per_frame)  # 640 at 16 kHz and 25 fps
         self.context_frames = max(round(settings.context_seconds * self.fps), self.lp)
-        image_tensor, self.detail = pipe._prepare_portraits(image, options, pipe._detail_size(options))
+        image_tensor, self.detail, _ = pipe._prepare_portraits(image, options, pipe._detail_size(options))
         self.source = pipe.encode_source(image_tensor)
         self.size = pipe.output_size(options)
         nfe = options.nfe if settings.nfe is None else settings.nfe
