@@ -74,6 +74,14 @@ class PasteBack:
         du = np.minimum(u, win.side - u)[None, :]
         ramp = self.feather * win.side
         self._mask = _smoothstep(np.minimum(dv, du) / ramp).astype(np.float32)  # (h_r, w_r)
+        # per-frame constants of the blend  out = m part + m (1 - m) c + (1 - m) photo
+        m = self._mask[..., None]
+        self._under = photo[self._rows, self._cols].astype(np.float32)
+        self._background = (1.0 - m) * self._under
+        self._fade = m * (1.0 - m)
+        ring = np.nonzero((self._mask > 0.0) & (self._mask < 1.0))
+        step = max(1, ring[0].size // 20000)  # a subsample of the ring is enough for a mean colour
+        self._ring = (ring[0][::step], ring[1][::step])
 
     @property
     def size(self) -> tuple[int, int]:
@@ -97,19 +105,20 @@ class PasteBack:
             raise InputError(f"paste-back needs square (S, S, 3) frames, got {frame.shape}")
         win = self.window
         if frame.shape[0] != win.side:
-            frame = np.asarray(Image.fromarray(frame).resize((win.side, win.side), Image.Resampling.BICUBIC))
+            import cv2
+
+            frame = cv2.resize(frame, (win.side, win.side), interpolation=cv2.INTER_CUBIC)
         rows, cols = self._rows, self._cols
         part = frame[rows.start - win.top : rows.stop - win.top, cols.start - win.left : cols.stop - win.left]
         part = part.astype(np.float32)
-        under = self.photo[rows, cols].astype(np.float32)
-        m = self._mask[..., None]
-        if self.color_match:
-            ring = (self._mask > 0.0) & (self._mask < 1.0)
-            if ring.any():
-                offset = (under[ring] - part[ring]).mean(axis=0)  # (3,)
-                part = part + offset * (1.0 - m)
+        blend = self._mask[..., None] * part
+        blend += self._background
+        if self.color_match and self._ring[0].size:
+            offset = (self._under[self._ring] - part[self._ring]).mean(axis=0)  # (3,)
+            blend += self._fade * offset
         out = self.photo.copy()
-        out[rows, cols] = np.clip(np.rint(m * part + (1.0 - m) * under), 0, 255).astype(np.uint8)
+        np.rint(blend, out=blend)
+        out[rows, cols] = np.clip(blend, 0, 255).astype(np.uint8)
         h, w = self.size
         return out[:h, :w]
 

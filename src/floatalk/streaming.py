@@ -169,6 +169,8 @@ class TalkingStream:
                 "a stream takes one emotion label or auto, not a timeline; "
                 "use floatalk generate for timelines"
             )
+        if options.paste_back:
+            raise InputError("a stream sends the square face crop; --paste-back is for floatalk generate")
         pipe._check_conditions(options)
         self.window, self.lp = cfg.clip_frames, cfg.context_frames
         self.fps, self.sample_rate = pipe.fps, pipe.sample_rate

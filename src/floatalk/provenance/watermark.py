@@ -86,16 +86,13 @@ def marking_factor(height: int, width: int) -> int:
 
 
 def _down(frame: np.ndarray, k: int) -> np.ndarray:
-    """(H, W, 3) -> (H // k, W // k, 3) float32 box means (the last H % k rows and W % k columns dropped)."""
-    h, w = frame.shape[0] // k * k, frame.shape[1] // k * k
-    x = frame[:h, :w].astype(np.float32)
-    if k == 1:
-        return x
-    return x.reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
+    """(H, W, 3) uint8 -> (H // k, W // k, 3) uint8 box means, rounded (the last H % k rows and W % k
+    columns dropped). OpenCV's area resampling is the box mean for a whole factor."""
+    import cv2
 
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    h, w = frame.shape[0] // k, frame.shape[1] // k
+    x = np.ascontiguousarray(frame[: h * k, : w * k])
+    return x if k == 1 else cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA)
 
 
 @dataclass(frozen=True)
@@ -177,7 +174,7 @@ class Watermark:
         import pywt
 
         k = marking_factor(*frame.shape[:2])
-        small = _to_uint8(_down(frame, k))
+        small = _down(frame, k)
         bgr = np.ascontiguousarray(small[..., ::-1])
         marked = self._encoder.encode(bgr, _METHOD, scales=_SCALES)
         # The package changes only U's Haar approximation band on purpose; its other changes (detail
@@ -187,12 +184,17 @@ class Watermark:
         h, w = d_u.shape[0] // 2 * 2, d_u.shape[1] // 2 * 2
         approx, _ = pywt.dwt2(d_u[:h, :w], "haar")
         d_u = np.clip(pywt.idwt2((approx, (None, None, None)), "haar"), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)
-        residual = np.rint(d_u[..., None] * _U_TO_RGB).astype(np.int16)  # (h, w, 3)
+        residual = np.rint(d_u[..., None] * _U_TO_RGB)  # (h, w, 3), |.| <= 2.032 * RESIDUAL_LIMIT
+        # added with saturation as two uint8 images (up and down), each repeated k x k
+        up = np.clip(residual, 0, 255).astype(np.uint8)
+        down = np.clip(-residual, 0, 255).astype(np.uint8)
         if k > 1:
-            residual = residual.repeat(k, axis=0).repeat(k, axis=1)
+            size = (up.shape[1] * k, up.shape[0] * k)
+            up = cv2.resize(up, size, interpolation=cv2.INTER_NEAREST)
+            down = cv2.resize(down, size, interpolation=cv2.INTER_NEAREST)
         out = frame.copy()
-        part = out[: residual.shape[0], : residual.shape[1]]
-        part[...] = np.clip(part.astype(np.int16) + residual, 0, 255)
+        part = np.ascontiguousarray(out[: up.shape[0], : up.shape[1]])
+        out[: up.shape[0], : up.shape[1]] = cv2.subtract(cv2.add(part, up), down)
         return out
 
     def read(self, frames: np.ndarray) -> FrameMarks:
@@ -207,7 +209,7 @@ class Watermark:
                     f"frames of {frame.shape[1]}x{frame.shape[0]} are too small to carry the watermark"
                 )
             k = marking_factor(*frame.shape[:2])
-            small = _to_uint8(_down(frame, k))
+            small = _down(frame, k)
             bits[i] = np.asarray(
                 self._decoder.decode(np.ascontiguousarray(small[..., ::-1]), _METHOD, scales=_SCALES),
                 np.uint8,
