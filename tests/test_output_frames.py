@@ -114,3 +114,8 @@ def test_paste_back_of_a_prepared_tensor_is_refused(pipe, speech):
     tensor = torch.zeros(1, 3, pipe.image_size, pipe.image_size)
     with pytest.raises(InputError, match="paste-back needs the photo"):
         pipe.generate(tensor, speech, paste_back=True)
+
+
+def test_a_stream_refuses_paste_back(pipe, photo):
+    with pytest.raises(InputError, match="stream sends the square face crop"):
+        pipe.stream(photo, paste_back=True)
