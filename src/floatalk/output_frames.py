@@ -59,11 +59,8 @@ class FrameFinisher:
 
         if options.paste_back and crop is None:
             raise InputError("--paste-back needs the photo the face was cropped from (a path or an array)")
-        self.paste = crop is not None and (
-            options.paste_back or (not options.crop_only and crop.from_larger_photo)
-        )
         self._paste_back = None
-        if self.paste:
+        if crop is not None and (options.paste_back or (not options.crop_only and crop.from_larger_photo)):
             from .pasteback import PasteBack
 
             photo, win = crop.photo, crop.window
@@ -91,6 +88,11 @@ class FrameFinisher:
                     f"{self.width}x{self.height} frames are too small for the watermark "
                     f"(it needs {MIN_PIXELS} pixels): not marked"
                 )
+
+    @property
+    def paste(self) -> bool:
+        """The frames go back into the photo."""
+        return self._paste_back is not None
 
     @property
     def identity(self) -> bool:
