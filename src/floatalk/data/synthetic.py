@@ -714,6 +714,69 @@ def _sample(maps: Any, x: Any, y: Any, size: int) -> Any:
     )
 
 
+def head_positions(
+    basis: _Basis, cos: Any, sin: Any, inv_scale: Any, shift: Any, sin_yaw: Any, sin_pitch: Any
+) -> tuple[Any, Any]:
+    """Where each output pixel samples the face after undoing the head pose (torch, differentiable).
+
+    Args:
+        basis: The portrait's warp basis (:func:`warp_basis`).
+        cos, sin: cos / sin of the roll, (F, 1, 1).
+        inv_scale: 1 / scale, (F, 1, 1).
+        shift: translation in pixels, a pair of (F, 1, 1) tensors (x, y).
+        sin_yaw, sin_pitch: sin of the yaw / pitch, (F, 1, 1).
+
+    Returns:
+        Positions ``x``, ``y`` in pixels, each (F, S, S).
+    """
+    import torch
+
+    g = basis.geometry
+    size = g.size
+    c = torch.arange(size, dtype=torch.float32) + 0.5
+    X0, Y0 = c.view(1, 1, size), c.view(1, size, 1)
+    # 1. inverse roll / translation / scale about the pivot; on screen the face turns counter-clockwise
+    #    by roll (y down): x' = cos x + sin y, y' = -sin x + cos y
+    px, py = (float(v) for v in g.pivot)
+    dx = (X0 - px - shift[0]) * inv_scale
+    dy = (Y0 - py - shift[1]) * inv_scale
+    x = px + cos * dx - sin * dy
+    y = py + sin * dx + cos * dy
+    # 2. inverse yaw / pitch
+    yp = _sample(basis.yaw_pitch, x, y, size)
+    return x - sin_yaw * yp[:, 0], y - sin_pitch * yp[:, 1]
+
+
+def local_positions(basis: _Basis, x: Any, y: Any, amplitudes: Any) -> tuple[Any, Any]:
+    """Positions after undoing the brows, mouth corners and cheeks (torch, differentiable).
+
+    ``amplitudes`` is (F, K) for :data:`LOCAL_COMPONENTS` (see :func:`_amplitudes`); ``x``, ``y`` (F, S, S).
+    """
+    local = _sample(basis.local, x, y, basis.geometry.size)
+    for k, (name, axis) in enumerate(_LOCAL_CHANNELS):
+        a_k = amplitudes[:, LOCAL_COMPONENTS.index(name)].view(-1, 1, 1)
+        if axis == 0:
+            x = x - a_k * local[:, k]
+        else:
+            y = y - a_k * local[:, k]
+    return x, y
+
+
+def jaw_positions(basis: _Basis, x: Any, y: Any, opening_px: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """Positions after undoing the jaw drop of ``opening_px`` (F, 1, 1) pixels (torch, differentiable).
+
+    Returns:
+        ``x``, ``y``, the opened-mouth coverage ``gap`` in [0, 1] and the mouth coordinates ``u`` and
+        ``v - vs`` (see :func:`_mouth_frame`), each (F, S, S).
+    """
+    g = basis.geometry
+    jaw = _sample(basis.jaw, x, y, g.size)
+    u, v, vs = _mouth_frame(g, x, y)
+    gap = (opening_px * jaw[:, 1] - (v - vs).abs()).clamp(0.0, 1.0)
+    shift = opening_px * jaw[:, 0]
+    return x - shift * float(g.ev[0]), y - shift * float(g.ev[1]), gap, u, v - vs
+
+
 def _render_chunk(
     basis: _Basis, ctl: Mapping[str, np.ndarray], max_open_px: float, teeth: bool
 ) -> np.ndarray:
@@ -727,32 +790,19 @@ def _render_chunk(
         return torch.from_numpy(np.asarray(a, dtype=np.float32)).view(-1, 1, 1)
 
     pose = np.asarray(ctl["pose"], dtype=np.float64)
-    c = torch.arange(size, dtype=torch.float32) + 0.5
-    X0, Y0 = c.view(1, 1, size), c.view(1, size, 1)
-    # 1. inverse roll / translation / scale about the pivot; on screen the face turns counter-clockwise
-    #    by roll (y down): x' = cos x + sin y, y' = -sin x + cos y
     roll = np.deg2rad(pose[:, 0])
-    cos, sin = col(np.cos(roll)), col(np.sin(roll))
-    px, py = (float(v) for v in g.pivot)
-    inv_scale = col(1.0 / pose[:, 5])
-    dx = (X0 - px - col(pose[:, 3] * size)) * inv_scale
-    dy = (Y0 - py - col(pose[:, 4] * size)) * inv_scale
-    x = px + cos * dx - sin * dy
-    y = py + sin * dx + cos * dy
-    # 2. inverse yaw / pitch
-    yp = _sample(basis.yaw_pitch, x, y, size)
-    x = x - col(np.sin(np.deg2rad(pose[:, 1]))) * yp[:, 0]
-    y = y - col(np.sin(np.deg2rad(pose[:, 2]))) * yp[:, 1]
+    x, y = head_positions(
+        basis,
+        col(np.cos(roll)),
+        col(np.sin(roll)),
+        col(1.0 / pose[:, 5]),
+        (col(pose[:, 3] * size), col(pose[:, 4] * size)),
+        col(np.sin(np.deg2rad(pose[:, 1]))),
+        col(np.sin(np.deg2rad(pose[:, 2]))),
+    )
     # 3. inverse brows, mouth corners, cheeks, and eyelids
-    amp = _amplitudes(ctl).astype(np.float32)
-    local = _sample(basis.local, x, y, size)
     x0, y0 = x, y
-    for k, (name, axis) in enumerate(_LOCAL_CHANNELS):
-        a_k = col(amp[:, LOCAL_COMPONENTS.index(name)])
-        if axis == 0:
-            x = x - a_k * local[:, k]
-        else:
-            y = y - a_k * local[:, k]
+    x, y = local_positions(basis, x, y, torch.from_numpy(_amplitudes(ctl).astype(np.float32)))
     closure = np.clip(ctl["blink"] + _SQUINT * np.clip(ctl["smile"], 0.0, None), 0.0, 1.0)
     blinking = torch.from_numpy(np.flatnonzero(closure > 0))
     if len(blinking):  # only frames with closed eyelids (blinks are short)
@@ -762,19 +812,14 @@ def _render_chunk(
             x, y = x.index_add(0, blinking, -dx), y.index_add(0, blinking, -dy)
     # 4. inverse jaw drop, and where the mouth is open
     A = col(np.asarray(ctl["mouth_open"]) * max_open_px)
-    jaw = _sample(basis.jaw, x, y, size)
-    u, v, vs = _mouth_frame(g, x, y)
-    gap = (A * jaw[:, 1] - (v - vs).abs()).clamp_(0.0, 1.0)
-    shift = A * jaw[:, 0]
-    x = x - shift * float(g.ev[0])
-    y = y - shift * float(g.ev[1])
+    x, y, gap, u, v_seam = jaw_positions(basis, x, y, A)
     img = _sample(basis.image, x, y, size).permute(0, 2, 3, 1)  # (n, S, S, 3)
     inside = gap > 0
     if bool(inside.any()):
         img = img.clone()
         a = gap[inside][:, None]
         A_px = A.expand(n, size, size)[inside]
-        u, v_rel = u[inside], (v - vs)[inside]
+        u, v_rel = u[inside], v_seam[inside]
         lip = (1.0 - u * u).clamp_min(0.0) ** 0.8
         interior, tongue, teeth_rgb = (torch.from_numpy(np.asarray(c, np.float32)) for c in basis.colours)
         gap_h = ((1.0 + _UPPER_LIP_RISE) * A_px * lip).clamp_min(1e-3)
@@ -1237,3 +1282,17 @@ def _main() -> None:  # pragma: no cover - manual use: python -m floatalk.data.s
 
 if __name__ == "__main__":  # pragma: no cover
     _main()
+
+
+def warp_basis(portrait_name: str, size: int) -> _Basis:
+    """The portrait's precomputed warp maps at ``size`` (cached), as used by the renderer.
+
+    For readers of this world that invert the renderer (:mod:`floatalk.evaluate.world_reader`), with
+    :func:`head_positions`, :func:`local_positions` and :func:`jaw_positions`.
+    """
+    return _basis(portrait_name, size)
+
+
+def sample_portrait(basis: _Basis, x: Any, y: Any) -> Any:
+    """The portrait's colours (0..255) at pixel positions ``x``, ``y`` (F, S, S): (F, 3, S, S), torch."""
+    return _sample(basis.image, x, y, basis.geometry.size)
