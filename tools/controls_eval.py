@@ -180,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument("--drive", choices=("world", "landmarker"), default="world")
     parser.add_argument("--no-landmarker", action="store_true", help="only the world reader's tables")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 beside a training run)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     from floatalk.evaluate.world_reader import WorldReader, expression_labels
 
     began = time.perf_counter()

@@ -237,7 +237,13 @@ def load_component_state(directory: str | os.PathLike, name: str) -> dict[str, T
 
 
 def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], where: str) -> None:
-    """load_state_dict(strict=True), with missing/unexpected/mismatched keys listed in one error."""
+    """load_state_dict(strict=True), with missing/unexpected/mismatched keys listed in one error.
+
+    A module with an ``upgrade_state(state)`` method first renames or fills what older saves lack.
+    """
+    upgrade = getattr(module, "upgrade_state", None)
+    if callable(upgrade):
+        state = upgrade(state)
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -228,7 +228,7 @@ def test_the_null_pose_is_nan_and_a_pose_moves_the_output():
     assert (still - none).abs().max() > 1e-3
     moved = fmt(**args, pose=torch.randn(b, n, 6))
     assert (moved - still).abs().max() > 1e-3
-    # a frame without a pose (NaN) is embedded as zero, whatever the other frames hold
+    # a frame without a pose (NaN) gets the null embedding, whatever the other frames hold
     partial = torch.randn(b, n, 6)
     partial[:, :3] = float("nan")
     assert torch.isfinite(fmt(**args, pose=partial)).all()
@@ -257,3 +257,78 @@ def test_adding_the_pose_to_a_trained_model_starts_from_it_exactly():
     b, n = 2, cfg.sequence_frames
     args = _window_inputs(cfg, b)
     torch.testing.assert_close(new(**args, pose=torch.randn(b, n, 6)), old(**args))
+
+
+def test_the_null_pose_has_its_own_embedding_and_older_saves_load_with_it_at_zero():
+    """A still head (p = 0) and the null pose (NaN) are different inputs; a pose model saved before
+    the learned null loads strictly, with the zero null it had, and gives the same velocities."""
+    from dataclasses import replace
+
+    from floatalk.config import preset
+    from floatalk.models.fmt import FlowMatchingTransformer
+    from floatalk.weights import load_state_strict
+
+    cfg = replace(preset("tiny").fmt, pose_dim=6, pose_mean=(0.0,) * 6, pose_std=(2.0,) * 6)
+    torch.manual_seed(0)
+    fmt = FlowMatchingTransformer(cfg)
+    for p in fmt.parameters():
+        p.data.normal_(0, 0.2)
+    b, n = 2, cfg.sequence_frames
+    args = _window_inputs(cfg, b)
+    still, free = fmt(**args, pose=torch.zeros(b, n, 6)), fmt(**args)
+    assert (still - free).abs().max() > 1e-3
+    embedder = fmt.pose_embedder
+    nan = torch.full((1, 1, 6), float("nan"))
+    torch.testing.assert_close(embedder(nan)[0, 0], embedder.null.detach())
+    torch.testing.assert_close(embedder(torch.zeros(1, 1, 6))[0, 0], embedder.proj.bias.detach())
+    # a save without the null (before it existed): its null was a fixed zero
+    old = {k: v for k, v in fmt.state_dict().items() if k != "pose_embedder.null"}
+    again = FlowMatchingTransformer(cfg)
+    load_state_strict(again, old, "an older save")
+    assert torch.equal(again.pose_embedder.null.detach(), torch.zeros(6))
+    fmt.pose_embedder.null.data.zero_()
+    torch.testing.assert_close(again(**args), fmt(**args))
+
+
+def test_cross_source_windows_take_the_source_frame_from_another_clip_of_the_same_person(tmp_path):
+    """cross_source=1: every window of a person with several clips takes its source latent (and the
+    pose it is measured from) from one of their other clips; a person with one clip keeps its own;
+    cross_source=0 gives the windows of before, draw for draw."""
+    from floatalk.data.layout import ClipMeta
+    from floatalk.train.fmt import MotionWindows
+
+    people = {"c0": "ann", "c1": "ann", "c2": "ann", "c3": "bob"}
+    clips, cache = [], tmp_path / "features"
+    cache.mkdir()
+    poses = tmp_path / "pose"
+    poses.mkdir()
+    from safetensors.torch import save_file
+
+    from floatalk.data.layout import clip_dir, write_audio
+
+    root = tmp_path / "data"
+    for k, (clip_id, person) in enumerate(people.items()):
+        clips.append(ClipMeta(clip_id, 30, 30 * 640, 32, extra={"portrait": person}))
+        motion = torch.full((30, 4), float(k)) + torch.arange(30.0)[:, None] / 100  # clip k, frame t
+        features = {"motion_latents": motion, "emotion": torch.eye(7)[k].contiguous()}
+        save_file(features, str(cache / f"{clip_id}.safetensors"))
+        np.save(poses / f"{clip_id}.npy", np.full((30, 6), 10.0 * k, np.float32))
+        folder = clip_dir(root, clip_id)  # the log-mel front-end reads each clip's audio
+        folder.mkdir(parents=True)
+        write_audio(folder, np.zeros(30 * 640, np.float32))
+    crossed = MotionWindows(root, cache, clips, 10, "logmel", seed=0, pose_cache=poses, cross_source=1.0)
+    own = MotionWindows(root, cache, clips, 10, "logmel", seed=0, pose_cache=poses)
+    default = MotionWindows(root, cache, clips, 10, "logmel", seed=0, pose_cache=poses, cross_source=0.0)
+    for i in range(24):
+        k = i % 4
+        window_clip = int(crossed[i]["motion"][0, 0].floor())
+        source_clip = int(crossed[i]["source_motion"][0].floor())
+        assert window_clip == k
+        if people[clips[k].clip_id] == "ann":
+            assert source_clip != k and people[clips[source_clip].clip_id] == "ann"
+            assert float(crossed[i]["pose"][0, 0]) == 10.0 * (k - source_clip)
+        else:
+            assert source_clip == k
+        assert int(own[i]["source_motion"][0].floor()) == k
+        for key in own[i]:
+            assert torch.equal(own[i][key], default[i][key])

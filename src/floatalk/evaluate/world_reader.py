@@ -46,8 +46,27 @@ EXPRESSION_CENTRES: dict[str, tuple[float, float, float]] = {
 _ANGLE_UNIT = 10.0
 _SHIFT_UNIT = 20.0
 _SCALE_UNIT = 25.0
-_COLOUR_UNIT = 10.0 / 255.0
-_NUM_PARAMS = 17  # roll yaw pitch tx ty log_scale | raise inner smile_up smile_down open | gain x3 offset x3
+_NUM_PARAMS = 18  # roll yaw pitch tx ty log_scale | raise inner smile_up smile_down open | gain x3 offset x3 | blur
+_BLUR_RADIUS = 4  # pixels of the per-frame blur kernel (its sigma is 0.25 + softplus(parameter))
+_BLUR_START = -1.1  # softplus(-1.1) + 0.25 = 0.54 px
+
+
+def _blur_each(img, sigma):
+    """Blurs each frame of (F, C, S, S) by its own Gaussian of ``sigma`` (F,) pixels (differentiable).
+
+    What a decoder's output lacks in sharpness is then part of the fit, not of the pose or expression.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    f, c, h, w = img.shape
+    x = torch.arange(-_BLUR_RADIUS, _BLUR_RADIUS + 1, dtype=img.dtype)
+    k = torch.exp(-0.5 * (x[None] / sigma[:, None]) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (F * C, K)
+    r = _BLUR_RADIUS
+    out = F.pad(img.reshape(1, f * c, h, w), (r, r, r, r), mode="replicate")
+    out = F.conv2d(out, k.view(f * c, 1, 1, -1), groups=f * c)
+    return F.conv2d(out, k.view(f * c, 1, -1, 1), groups=f * c).view(f, c, h, w)
 
 
 def expression_labels(expression: np.ndarray) -> list[str]:
@@ -100,7 +119,7 @@ class WorldReader:
         portrait: str,
         size: int,
         max_mouth_open: float = 0.4,
-        steps: tuple[int, int, int] = (120, 80, 60),
+        steps: tuple[int, int, int] = (40, 25, 15),
     ) -> None:
         from floatalk.data import synthetic
 
@@ -137,8 +156,8 @@ class WorldReader:
         x, y, gap, _, _ = synthetic.jaw_positions(self._basis, x, y, col(10) * self.max_open_px)
         img = synthetic.sample_portrait(self._basis, x, y)  # (F, 3, S, S)
         gain = torch.exp(params[:, 11:14])[:, :, None, None]
-        offset = (params[:, 14:17] / _COLOUR_UNIT)[:, :, None, None]
-        return img * gain + offset, gap
+        offset = (params[:, 14:17] * (255.0 / 10.0))[:, :, None, None]
+        return _blur_each(img, 0.25 + torch.nn.functional.softplus(params[:, 17])) * gain + offset, gap
 
     def read(self, frames: np.ndarray) -> WorldReading:
         """Reads (T, S, S, 3) uint8 RGB frames of the portrait.
@@ -157,7 +176,9 @@ class WorldReader:
             )
         target = torch.from_numpy(frames.astype(np.float32)).permute(0, 3, 1, 2)
         n = len(frames)
-        params = torch.zeros(n, _NUM_PARAMS, requires_grad=True)
+        params = torch.zeros(n, _NUM_PARAMS)
+        params[:, 17] = _BLUR_START
+        params.requires_grad_(True)
         nonneg = [8, 9, 10]  # smile up / down amplitudes and the mouth opening
 
         def blur(img, sigma: float):

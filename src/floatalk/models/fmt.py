@@ -18,8 +18,8 @@ drives frame-wise adaLN-Zero (shift, scale, gate) in every block; attention is b
 The output is a velocity for all L'+L frames (the sampler uses the last L).
 
 Extensions, all off in the released model (FMTConfig): the pose condition (`pose_dim` > 0), the
-head's displacement p from the source frame's pose, Emb_p(p) = Linear((p - mean) / std), zero for
-a frame whose pose is NaN (the null pose of condition dropout and pose-free sampling); the
+head's displacement p from the source frame's pose, Emb_p(p) = Linear((p - mean) / std), a learned
+vector for a frame whose pose is NaN (the null pose of condition dropout and pose-free sampling); the
 cross-attention predictor (`predictor="cross-attention"`, Table 3), whose blocks attend over the
 frames and their condition tokens at once (nn.attention.BandedContextAttention) instead of adaLN.
 Under a diffusion process (`process`) the same network predicts ε or x0 instead of a velocity.
@@ -29,6 +29,8 @@ guidance and no ODE. Attribute names follow the released checkpoint (prefix `fmt
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -111,9 +113,14 @@ class ContextBlock(nn.Module):
 
 
 class PoseEmbed(nn.Module):
-    """Emb_p(p) = Linear((p - mean) / std), zero for a frame whose pose is NaN (the null pose).
+    """Emb_p(p) = Linear((p - mean) / std); a learned vector ``null`` for a frame whose pose is NaN.
 
     p is the head's displacement from the source frame's pose (6 numbers per frame, see FMTConfig).
+    The null pose (condition dropout, pose-free sampling: the model's own head motion) has its own
+    learned embedding, so that it differs from a still head (p = 0, whose embedding is the
+    projection's bias); with a fixed zero for the null, the two were almost the same input and
+    ``--still-head`` gave the free head motion. ``null`` starts at zero, and weights saved before it
+    existed load with it at zero (their behaviour).
     The author's hint for "A + 3DPose" is Linear(6->6) + LayerNorm; a LayerNorm over the 6 numbers
     of one frame would keep only their direction and lose how far the head turned (a still head,
     p = 0, would be undefined), so each channel is standardised with the training data's
@@ -125,12 +132,14 @@ class PoseEmbed(nn.Module):
         self.register_buffer("mean", torch.tensor(mean or (0.0,) * pose_dim), persistent=False)
         self.register_buffer("std", torch.tensor(std or (1.0,) * pose_dim), persistent=False)
         self.proj = nn.Linear(pose_dim, pose_dim)
+        self.null = nn.Parameter(torch.zeros(pose_dim))
 
     def forward(self, pose: Tensor) -> Tensor:
         """pose: (B, N, P), NaN rows for no pose -> (B, N, P)."""
         present = torch.isfinite(pose).all(dim=-1, keepdim=True)  # (B, N, 1)
         normalised = (pose - self.mean.to(pose.dtype)) / self.std.to(pose.dtype)
-        return self.proj(torch.where(present, normalised, 0.0)) * present.to(pose.dtype)
+        embedded = self.proj(torch.where(present, normalised, 0.0))
+        return torch.where(present, embedded, self.null.to(embedded.dtype))
 
 
 class ContextOutputLayer(nn.Module):
@@ -211,6 +220,23 @@ class FlowMatchingTransformer(nn.Module):
             nn.init.zeros_(self.decoder.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.decoder.linear.weight)
         nn.init.zeros_(self.decoder.linear.bias)
+
+    def upgrade_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """A state dict saved by an earlier version, in this version's names (used by strict loads).
+
+        Pose models saved before the learned null pose get ``pose_embedder.null`` = 0, which is what
+        their null pose was.
+        """
+        state = dict(state)
+        if (
+            self.config.pose_dim
+            and "pose_embedder.proj.weight" in state
+            and "pose_embedder.null" not in state
+        ):
+            state["pose_embedder.null"] = torch.zeros(
+                self.config.pose_dim, dtype=state["pose_embedder.proj.weight"].dtype
+            )
+        return state
 
     def forward(
         self,

@@ -98,6 +98,9 @@ class FMTTrainConfig:
     # landmarker on every frame) or "world" (a synthetic-world clip's ground-truth pose mapped into
     # the landmarker's units: the same scale without its frame noise; data/driving.py).
     pose_source: str = "landmarker"
+    # Share of windows whose source frame comes from another clip of the same person (MotionWindows):
+    # the source then differs from the window in emotion and pose, which the conditions must carry.
+    cross_source: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -106,7 +109,8 @@ class FMTTrainConfig:
             raise ValueError(f"emotion_source must be one of {EMOTION_SOURCES}, got {self.emotion_source!r}")
         if self.pose_source not in POSE_SOURCES:
             raise ValueError(f"pose_source must be one of {POSE_SOURCES}, got {self.pose_source!r}")
-        for name in ("drop_audio", "drop_reference", "drop_emotion", "drop_prev", "drop_pose"):
+        shares = ("drop_audio", "drop_reference", "drop_emotion", "drop_prev", "drop_pose", "cross_source")
+        for name in shares:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.model.audio_dim != self.audio.feature_dim:
@@ -160,6 +164,11 @@ class MotionWindows(Dataset):
     With `pose_cache` (data/driving.py) items also hold ``"pose": (L'+L, 6)``, the window's head pose
     minus the source frame's; with `emotion_cache` their ``"emotion"`` is the frame-wise image
     emotion of the window, (L'+L, E).
+
+    With `cross_source` p > 0, a share p of the windows take their source frame from another clip of
+    the same person (:func:`person_of`), when there is one: the source then shows another emotion and
+    another pose than the window, so the emotion label and the pose are what tells the model where
+    the face goes (emotion redirection, a timeline), not the source frame.
     """
 
     def __init__(
@@ -176,6 +185,7 @@ class MotionWindows(Dataset):
         pose_cache: str | Path | None = None,
         emotion_cache: str | Path | None = None,
         mixed_emotion: bool = False,
+        cross_source: float = 0.0,
     ) -> None:
         from ..data.driving import load_driving_track
         from ..data.features import load_clip_features
@@ -208,27 +218,37 @@ class MotionWindows(Dataset):
                 item["waveform"] = normalize_waveform(torch.from_numpy(wave)[None])[0]
             self.items.append(item)
         self.samples_per_epoch = int(samples_per_epoch or 200 * len(self.items))
+        self.cross_source = float(cross_source)
+        people: dict[str, list[int]] = {}
+        for k, meta in enumerate(clips):
+            people.setdefault(person_of(meta), []).append(k)
+        self.others = [[j for j in people[person_of(meta)] if j != k] for k, meta in enumerate(clips)]
 
     def __len__(self) -> int:
         return self.samples_per_epoch
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        item = self.items[index % len(self.items)]
+        k = index % len(self.items)
+        item = self.items[k]
         rng = np.random.default_rng((self.seed, index))
         total = item["motion"].shape[0]
         start = int(rng.integers(0, total - self.window + 1))
         frames = slice(start, start + self.window)
         source = int(rng.integers(0, total))
+        donor = item  # the clip the source frame comes from
+        if self.cross_source > 0 and self.others[k] and rng.random() < self.cross_source:
+            donor = self.items[self.others[k][int(rng.integers(0, len(self.others[k])))]]
+            source = int(rng.integers(0, donor["motion"].shape[0]))
         emotion = item["emotion"]
         if self.mixed_emotion and rng.random() < 0.5:  # this window gets the clip's w_e on every frame
             emotion = item["clip_emotion"][None].expand(total, -1)
         out = {
             "motion": item["motion"][frames],
-            "source_motion": item["motion"][source],
+            "source_motion": donor["motion"][source],
             "emotion": emotion if emotion.dim() == 1 else emotion[frames],
         }
         if "pose" in item:  # the head's displacement from the source frame's pose
-            out["pose"] = item["pose"][frames] - item["pose"][source]
+            out["pose"] = item["pose"][frames] - donor["pose"][source]
         if "speech_hidden" in item:
             out["speech_hidden"] = item["speech_hidden"][start : start + self.window].float()
         else:
@@ -240,6 +260,11 @@ class MotionWindows(Dataset):
             seg[lo - first * self.spf : hi - first * self.spf] = wave[lo:hi]
             out["waveform"] = seg
         return out
+
+
+def person_of(meta) -> str:
+    """Who a clip shows: a synthetic clip's portrait, else the source video it was cut from."""
+    return str(meta.extra.get("portrait") or meta.source or meta.clip_id)
 
 
 def _collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -444,6 +469,7 @@ def train_fmt(cfg: FMTTrainConfig):
         pose_cache=pose_cache,
         emotion_cache=emotion_cache,
         mixed_emotion=cfg.emotion_source == "mixed",
+        cross_source=cfg.cross_source,
     )
     if cfg.model.process != "flow" and cfg.model.diffusion_clip is None:
         # DDIM's x̂0 bound (flow/diffusion.py): the training latents' largest magnitude, saved with the model
