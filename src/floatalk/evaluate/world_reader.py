@@ -46,7 +46,8 @@ EXPRESSION_CENTRES: dict[str, tuple[float, float, float]] = {
 _ANGLE_UNIT = 10.0
 _SHIFT_UNIT = 20.0
 _SCALE_UNIT = 25.0
-_NUM_PARAMS = 18  # roll yaw pitch tx ty log_scale | raise inner smile_up smile_down open | gain x3 offset x3 | blur
+# roll yaw pitch tx ty log_scale | raise inner smile_up smile_down open | gain x3 offset x3 | blur
+_NUM_PARAMS = 18
 _BLUR_RADIUS = 4  # pixels of the per-frame blur kernel (its sigma is 0.25 + softplus(parameter))
 _BLUR_START = -1.1  # softplus(-1.1) + 0.25 = 0.54 px
 
