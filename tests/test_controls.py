@@ -79,6 +79,8 @@ def test_option_conflicts_are_refused():
     for options, message in (
         (GenerateOptions(pose_from="a.mp4", still_head=True), "either --pose-from or --still-head"),
         (GenerateOptions(pose_scale=2.0), "give --pose-from too"),
+        (GenerateOptions(pose_guidance=3.0), "give --pose-from or --still-head too"),
+        (GenerateOptions(pose_guidance=-1.0, still_head=True), "pose-guidance must be a finite number"),
         (GenerateOptions(emotion_from="a.mp4", emotion="happy"), "either --emotion-from"),
     ):
         with pytest.raises(InputError, match=message):
@@ -184,6 +186,20 @@ def test_still_head_and_pose_from_drive_a_pose_model(weights, tmp_path):
     # a sweep of amplitude 0 is the still head
     zero = _latents(pipe, wave, pose_from=str(tmp_path / "sweep.npy"), pose_scale=0.0)
     torch.testing.assert_close(zero, still)
+
+
+def test_pose_guidance_zero_is_the_free_head_and_above_one_goes_past_the_pose(weights):
+    tmp, wave = weights
+    pipe = FloatPipeline.from_pretrained(tmp / "pose")
+    # with g_a = g_e = 1, v = v(p) + (g_p - 1)(v(p) - v(0_p)): g_p = 0 is the null pose's field
+    free = _latents(pipe, wave, audio_scale=1.0)
+    unguided = _latents(pipe, wave, audio_scale=1.0, still_head=True, pose_guidance=0.0)
+    torch.testing.assert_close(unguided, free, rtol=1e-4, atol=1e-5)
+    still = _latents(pipe, wave, audio_scale=1.0, still_head=True)
+    pushed = _latents(pipe, wave, audio_scale=1.0, still_head=True, pose_guidance=3.0)
+    assert torch.isfinite(pushed).all()
+    # g_p = 3 extrapolates past the still head, away from the free head (same noise)
+    assert (pushed - free).norm() > (still - free).norm()
 
 
 def test_pose_options_are_refused_by_a_model_without_the_condition(weights, capsys, tmp_path):

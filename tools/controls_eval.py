@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument("--drive", choices=("world", "landmarker"), default="world")
     parser.add_argument("--no-landmarker", action="store_true", help="only the world reader's tables")
+    parser.add_argument("--pose-guidance", type=float, default=1.0, help="g_p of the driven and still runs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 beside a training run)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -218,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         track_file = Path(f"/tmp/controls-drive-{clip_id}.npy")
         np.save(track_file, drive)
         outputs = {
-            runs[0]: frames_of(posed, image, audio, pose_from=str(track_file)),
+            runs[0]: frames_of(posed, image, audio, pose_from=str(track_file), pose_guidance=args.pose_guidance),
             runs[1]: frames_of(posed, image, audio),
-            runs[2]: frames_of(posed, image, audio, still_head=True),
+            runs[2]: frames_of(posed, image, audio, still_head=True, pose_guidance=args.pose_guidance),
             runs[3]: frames_of(plain, image, audio),
         }
         reader = WorldReader(metas[i].extra["portrait"], image.shape[0], max_open)

@@ -54,6 +54,11 @@ class GenerateOptions:
         False, "hold the portrait's own head pose (lips, eyes and expression still move; pose model)"
     )
     pose_scale: float = _option(1.0, "amplitude of the head motion copied by --pose-from", metavar="S")
+    pose_guidance: float = _option(
+        1.0,
+        "pose guidance g_p: how strongly --pose-from / --still-head override the model's own head motion",
+        metavar="G",
+    )
     emotion_scale: float = _option(1.0, "emotion guidance g_e, Eq. 14 (stronger emotion: 2-10)", metavar="G")
     audio_scale: float = _option(2.0, "audio guidance g_a, Eq. 14", metavar="G")
     nfe: int = _option(
@@ -154,11 +159,13 @@ class GenerateOptions:
             raise InputError("give either --pose-from or --still-head, not both")
         if self.pose_scale != 1.0 and self.pose_from is None:
             raise InputError("--pose-scale scales the motion of --pose-from; give --pose-from too")
+        if self.pose_guidance != 1.0 and self.pose_from is None and not self.still_head:
+            raise InputError("--pose-guidance strengthens a given pose; give --pose-from or --still-head too")
         for name in ("emotion_from", "pose_from"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise InputError(f"{name.replace('_', '-')} must be a file path, got {value!r}")
-        for name in ("emotion_scale", "audio_scale", "motion_scale", "pose_scale"):
+        for name in ("emotion_scale", "audio_scale", "motion_scale", "pose_scale", "pose_guidance"):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)

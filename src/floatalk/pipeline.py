@@ -387,6 +387,7 @@ class FloatPipeline:
         solver: str = _DEFAULTS.solver,
         audio_scale: float = _DEFAULTS.audio_scale,
         emotion_scale: float = _DEFAULTS.emotion_scale,
+        pose_guidance: float = _DEFAULTS.pose_guidance,
     ) -> MotionSampler:
         """The windowed sampler for this model's window sizes (L, L') and generative process.
 
@@ -409,7 +410,7 @@ class FloatPipeline:
             context=cfg.context_frames,
             nfe=nfe,
             method=solver,
-            guidance=IncrementalGuidance(audio_scale, emotion_scale),
+            guidance=IncrementalGuidance(audio_scale, emotion_scale, pose_guidance),
             process=process,
         )
 
@@ -434,17 +435,19 @@ class FloatPipeline:
         callback: Callable[[int, int], None] | None = None,
         pose: Tensor | None = None,
         emotion_weight: Tensor | None = None,
+        pose_guidance: float = _DEFAULTS.pose_guidance,
     ) -> Iterator[WindowSample]:
         """Sample motion latents w_{r->D} window by window (see flow/sampler.py).
 
         `emotion` is (1, E) or frame-wise (1, T, E); `pose` (1, T, 6) drives a pose-conditioned model
         (None: the null pose, the model's own head motion); `emotion_weight` (1, T) scales g_e per
-        frame. `seed` makes the noise reproducible (a CPU generator, so results match across
-        devices); `generator` or explicit `noise` (1, ceil(T/L)*L, d) take precedence.
+        frame; `pose_guidance` is g_p (flow/guidance.py). `seed` makes the noise reproducible (a CPU
+        generator, so results match across devices); `generator` or explicit `noise`
+        (1, ceil(T/L)*L, d) take precedence.
         """
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
-        sampler = self.sampler(nfe, solver, audio_scale, emotion_scale)
+        sampler = self.sampler(nfe, solver, audio_scale, emotion_scale, pose_guidance)
         yield from sampler.iter_windows(
             self.velocity(sampler),
             audio.features,
@@ -731,6 +734,7 @@ class FloatPipeline:
                     noise=noise,
                     pose=pose,
                     emotion_weight=emotion_weight,
+                    pose_guidance=options.pose_guidance,
                 )
             )
         frames = self._frames(

@@ -186,7 +186,9 @@ class TalkingStream:
                 f"the midpoint solver needs an even nfe; the stream's is {nfe} (StreamSettings.nfe)"
             )
         self.nfe = nfe
-        self.sampler = pipe.sampler(nfe, options.solver, options.audio_scale, options.emotion_scale)
+        self.sampler = pipe.sampler(
+            nfe, options.solver, options.audio_scale, options.emotion_scale, options.pose_guidance
+        )
         self.velocity = pipe.velocity(self.sampler)
         seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
         self.seed = seed

@@ -45,6 +45,47 @@ def test_guidance_matches_eq14(ga, ge):
     assert calls[0] == 6  # the three branches ran as one batch of 3B
 
 
+def posed_velocity(calls):
+    """The toy field plus a term in the pose (the null pose, NaN, counts as a pose of 5)."""
+    base = toy_velocity(calls)
+
+    def v(t, x, c):
+        pose = torch.nan_to_num(c.pose, nan=5.0).mean(-1, keepdim=True)[:, -x.shape[1] :]
+        return base(t, x, c) + torch.sin(pose) * x
+
+    return v
+
+
+@pytest.mark.parametrize(("ga", "ge", "gp"), [(1.0, 1.0, 3.0), (2.0, 1.5, 2.0), (2.0, 1.0, 0.0)])
+def test_pose_guidance_adds_the_pose_term(ga, ge, gp):
+    import dataclasses
+
+    cond, x, t = conditions(), torch.randn(2, 6, 3), torch.tensor(0.4)
+    cond = dataclasses.replace(cond, pose=torch.randn(2, 8, 6))
+    calls = []
+    v = posed_velocity(calls)
+    guided = IncrementalGuidance(ga, ge, gp).wrap(v, cond)(t, x)
+    off = torch.zeros(2, dtype=torch.bool)
+    u = v(t, x, cond.drop(audio=off, emotion=off))
+    v_a = v(t, x, cond.drop(emotion=off))
+    v_ae = v(t, x, cond)
+    v_null_pose = v(t, x, cond.drop(pose=off))
+    assert not torch.allclose(v_ae, v_null_pose)  # the toy field does depend on the pose
+    expected = u + ga * (v_a - u) + ge * (v_ae - v_a) + (gp - 1) * (v_ae - v_null_pose)
+    assert torch.allclose(guided, expected, atol=1e-6)
+    assert calls[0] == 8  # four branches in one batch of 4B
+    # g_p = 1 is Eq. 14 with the pose kept in every branch; without a pose, g_p changes nothing
+    calls.clear()
+    plain = IncrementalGuidance(ga, ge, 1.0).wrap(v, cond)(t, x)
+    assert torch.allclose(plain, u + ga * (v_a - u) + ge * (v_ae - v_a), atol=1e-6)
+    no_pose = dataclasses.replace(cond, pose=None)
+    base = toy_velocity([])
+    assert torch.equal(
+        IncrementalGuidance(ga, ge, gp).wrap(base, no_pose)(t, x),
+        IncrementalGuidance(ga, ge, 1.0).wrap(base, no_pose)(t, x),
+    )
+
+
 def test_unit_scales_run_one_conditional_pass():
     cond, x, t = conditions(), torch.randn(2, 6, 3), torch.tensor(0.4)
     calls = []
