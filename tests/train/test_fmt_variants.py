@@ -209,19 +209,28 @@ def test_a_pose_model_rejects_a_pose_of_the_wrong_size():
         FMTConfig(predictor="cross")
 
 
-def test_the_null_pose_is_nan_and_a_pose_moves_the_output():
+def _random_pose_model(pose_mean: float):
+    """A tiny pose-conditioned transformer with random weights (std 0.2) and inputs for 2 windows."""
     from dataclasses import replace
 
     from floatalk.config import preset
     from floatalk.models.fmt import FlowMatchingTransformer
 
-    cfg = replace(preset("tiny").fmt, pose_dim=6, pose_mean=(1.0,) * 6, pose_std=(2.0,) * 6)
+    cfg = replace(preset("tiny").fmt, pose_dim=6, pose_mean=(pose_mean,) * 6, pose_std=(2.0,) * 6)
     torch.manual_seed(0)
     fmt = FlowMatchingTransformer(cfg)
     for p in fmt.parameters():
         p.data.normal_(0, 0.2)
+    return cfg, fmt, _window_inputs(cfg, 2)
+
+
+def test_the_null_pose_is_nan_and_a_pose_moves_the_output():
+
+    from floatalk.config import preset
+    from floatalk.models.fmt import FlowMatchingTransformer
+
+    cfg, fmt, args = _random_pose_model(pose_mean=1.0)
     b, n = 2, cfg.sequence_frames
-    args = _window_inputs(cfg, b)
     none = fmt(**args)
     assert torch.equal(none, fmt(**args, pose=torch.full((b, n, 6), float("nan"))))  # NaN: the null pose
     still = fmt(**args, pose=torch.zeros(b, n, 6))  # zero: held at the source pose, a real condition
@@ -262,19 +271,12 @@ def test_adding_the_pose_to_a_trained_model_starts_from_it_exactly():
 def test_the_null_pose_has_its_own_embedding_and_older_saves_load_with_it_at_zero():
     """A still head (p = 0) and the null pose (NaN) are different inputs; a pose model saved before
     the learned null loads strictly, with the zero null it had, and gives the same velocities."""
-    from dataclasses import replace
 
-    from floatalk.config import preset
     from floatalk.models.fmt import FlowMatchingTransformer
     from floatalk.weights import load_state_strict
 
-    cfg = replace(preset("tiny").fmt, pose_dim=6, pose_mean=(0.0,) * 6, pose_std=(2.0,) * 6)
-    torch.manual_seed(0)
-    fmt = FlowMatchingTransformer(cfg)
-    for p in fmt.parameters():
-        p.data.normal_(0, 0.2)
+    cfg, fmt, args = _random_pose_model(pose_mean=0.0)
     b, n = 2, cfg.sequence_frames
-    args = _window_inputs(cfg, b)
     still, free = fmt(**args, pose=torch.zeros(b, n, 6)), fmt(**args)
     assert (still - free).abs().max() > 1e-3
     embedder = fmt.pose_embedder
