@@ -223,6 +223,7 @@ def _prepare_synthetic(args: argparse.Namespace, out_dir: str) -> int:
         "seed": args.seed,
         "test_fraction": args.test_fraction,
         "morphs": args.morphs,
+        "still_heads": args.still_heads,
     }
     try:
         config = SyntheticConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -859,6 +860,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="P",
         help="--synthetic: share of train clips that animate a morph of two train portraits (default 0)",
+    )
+    prep.add_argument(
+        "--still-heads",
+        type=float,
+        metavar="P",
+        help="--synthetic: share of train clips whose head is held at one pose (default 0)",
     )
     prep.add_argument("--workers", type=int, help="parallel processes (default min(4, CPU cores))")
     prep.add_argument(

@@ -210,6 +210,29 @@ def test_head_pose_moves_the_boxes_and_pixels() -> None:
     assert 0.05 * S < (shift[0] + shift[2]) / 2 < 0.2 * S  # moved right by ~tx (+ the roll about the neck)
 
 
+def test_still_heads_hold_one_pose_and_change_nothing_else() -> None:
+    """still_heads=1: every train clip holds the pose of one of its own frames, while the mouth, blinks
+    and expression tracks (and the test clips) are those of the same world without still heads."""
+    moving = dataclasses.replace(SMALL, clip_seconds=(1.0, 1.2))
+    still = dataclasses.replace(moving, still_heads=1.0)
+    for index in range(moving.num_clips):
+        a, b = syn.render_clip(still, index), syn.render_clip(moving, index)
+        for name, track in b.tracks.items():
+            if name == "pose" or name.endswith("_box"):
+                continue
+            np.testing.assert_array_equal(a.tracks[name], track, err_msg=name)
+        if a.plan.split == "test":
+            np.testing.assert_array_equal(a.tracks["pose"], b.tracks["pose"])
+            continue
+        assert float(b.tracks["pose"].std(0).max()) > 0.1  # the head moves in the plain world
+        np.testing.assert_array_equal(
+            a.tracks["pose"], np.broadcast_to(a.tracks["pose"][0], a.tracks["pose"].shape)
+        )
+        assert np.isclose(b.tracks["pose"], a.tracks["pose"][0]).all(1).any()  # one of its own frames
+    with pytest.raises(ValueError, match="still_heads"):
+        syn.SyntheticConfig(still_heads=1.5)
+
+
 def test_emotions_shape_the_face() -> None:
     portrait = syn.load_portraits(["biden"])[0]
     base = syn.render_frames(portrait, 64, neutral_tracks(1)).astype(int)

@@ -160,7 +160,7 @@ def test_mixed_emotion_gives_each_window_the_label_or_the_image_track(stage1, tm
     facial-expression track of its frames, each for about half the windows; the run trains."""
     from floatalk.data.driving import load_driving_track, track_cache_dir
     from floatalk.data.layout import list_clips
-    from floatalk.train.fmt import MotionWindows
+    from floatalk.train.fmt import FMTTrainConfig, MotionWindows
 
     assert train(stage1, tmp_path / "run", "train.max_steps=2", "emotion_source=mixed") == 0
     data = stage1[0]
@@ -184,6 +184,26 @@ def test_mixed_emotion_gives_each_window_the_label_or_the_image_track(stage1, tm
             assert any(torch.equal(emotion, track[s : s + 20]) for s in range(len(track) - 19))
             tracks += 1
     assert 10 <= labels <= 30 and labels + tracks == 40, labels
+    for share, expected in ((0.0, 40), (1.0, 0)):  # image_emotion_share: the image track's share
+        windows = MotionWindows(
+            data,
+            features,
+            clips,
+            20,
+            "logmel",
+            seed=0,
+            emotion_cache=images,
+            mixed_emotion=True,
+            image_emotion_share=share,
+        )
+        labels = sum(
+            float(windows[i]["emotion"].max()) == 1.0
+            and bool((windows[i]["emotion"] == windows[i]["emotion"][:1]).all())
+            for i in range(40)
+        )
+        assert labels == expected, (share, labels)
+    with pytest.raises(ValueError, match="image_emotion_share"):
+        FMTTrainConfig(image_emotion_share=2.0)
 
 
 def _window_inputs(cfg, b: int) -> dict:

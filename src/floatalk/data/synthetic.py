@@ -171,6 +171,7 @@ class SyntheticConfig:
     max_pitch_deg: float = 8.0
     max_shift: float = 0.05  # translation, fraction of the frame side
     max_scale: float = 0.04  # relative zoom
+    still_heads: float = 0.0  # share of train clips whose head is held at one pose (mouth, eyes move)
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 16:
@@ -197,6 +198,8 @@ class SyntheticConfig:
             )
         if self.gain_db[0] > self.gain_db[1]:
             raise ValueError(f"gain_db must be (lo, hi) with lo <= hi, got {self.gain_db!r}")
+        if not 0.0 <= self.still_heads <= 1.0:
+            raise ValueError(f"still_heads must be in [0, 1], got {self.still_heads!r}")
         if not 0.0 <= self.max_mouth_open <= 1.0:
             raise ValueError(f"max_mouth_open must be in [0, 1], got {self.max_mouth_open!r}")
         if self.mouth_lag_frames < 0:
@@ -1156,6 +1159,11 @@ def render_clip(config: SyntheticConfig, index: int, plan: ClipPlan | None = Non
     pose[:, 3] = config.max_shift * curves[:, 3]
     pose[:, 4] = config.max_shift * curves[:, 4]
     pose[:, 5] = 1.0 + config.max_scale * curves[:, 5]
+    if plan.split == "train" and config.still_heads > 0 and T:
+        # a still head: the pose of one frame held (its own stream, so other clips keep their plans)
+        still = np.random.default_rng(np.random.SeedSequence([config.seed, 0x5711, index]))
+        if still.random() < config.still_heads:
+            pose[:] = pose[int(still.integers(T))]
     blink, blink_starts = _blinks(rng, t, T / FPS) if config.blinks else (np.zeros(T), [])
     tracks: dict[str, np.ndarray] = {"mouth_open": mouth, "pose": pose, "blink": blink}
     tracks.update(_emotion_curves(rng, plan.emotion, t))

@@ -101,6 +101,9 @@ class FMTTrainConfig:
     # Share of windows whose source frame comes from another clip of the same person (MotionWindows):
     # the source then differs from the window in emotion and pose, which the conditions must carry.
     cross_source: float = 0.0
+    # With emotion_source "mixed": the share of windows that get the frame-wise image emotion (the
+    # others get the clip's w_e on every frame).
+    image_emotion_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -110,6 +113,7 @@ class FMTTrainConfig:
         if self.pose_source not in POSE_SOURCES:
             raise ValueError(f"pose_source must be one of {POSE_SOURCES}, got {self.pose_source!r}")
         shares = ("drop_audio", "drop_reference", "drop_emotion", "drop_prev", "drop_pose", "cross_source")
+        shares += ("image_emotion_share",)
         for name in shares:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -186,6 +190,7 @@ class MotionWindows(Dataset):
         emotion_cache: str | Path | None = None,
         mixed_emotion: bool = False,
         cross_source: float = 0.0,
+        image_emotion_share: float = 0.5,
     ) -> None:
         from ..data.driving import load_driving_track
         from ..data.features import load_clip_features
@@ -194,6 +199,7 @@ class MotionWindows(Dataset):
         self.window, self.frontend, self.seed, self.context = window, frontend, int(seed), context
         self.spf = samples_per_frame
         self.mixed_emotion = bool(mixed_emotion) and emotion_cache is not None
+        self.image_emotion_share = float(image_emotion_share)
         self.items = []
         for meta in clips:
             feats = load_clip_features(cache_dir, meta.clip_id)
@@ -240,7 +246,8 @@ class MotionWindows(Dataset):
             donor = self.items[self.others[k][int(rng.integers(0, len(self.others[k])))]]
             source = int(rng.integers(0, donor["motion"].shape[0]))
         emotion = item["emotion"]
-        if self.mixed_emotion and rng.random() < 0.5:  # this window gets the clip's w_e on every frame
+        if self.mixed_emotion and rng.random() < 1.0 - self.image_emotion_share:
+            # this window gets the clip's w_e on every frame
             emotion = item["clip_emotion"][None].expand(total, -1)
         out = {
             "motion": item["motion"][frames],
@@ -470,6 +477,7 @@ def train_fmt(cfg: FMTTrainConfig):
         emotion_cache=emotion_cache,
         mixed_emotion=cfg.emotion_source == "mixed",
         cross_source=cfg.cross_source,
+        image_emotion_share=cfg.image_emotion_share,
     )
     if cfg.model.process != "flow" and cfg.model.diffusion_clip is None:
         # DDIM's x̂0 bound (flow/diffusion.py): the training latents' largest magnitude, saved with the model
