@@ -288,28 +288,70 @@ def test_adding_the_pose_to_a_trained_model_starts_from_it_exactly():
     torch.testing.assert_close(new(**args, pose=torch.randn(b, n, 6)), old(**args))
 
 
-def test_the_null_pose_has_its_own_embedding_and_older_saves_load_with_it_at_zero():
-    """A still head (p = 0) and the null pose (NaN) are different inputs; a pose model saved before
-    the learned null loads strictly, with the zero null it had, and gives the same velocities."""
+def test_a_still_head_and_the_null_pose_differ_from_the_first_training_step():
+    """Regression (v5/v6 `--still-head` moved like the free head): under the DiT init the null pose and
+    a still head (p = 0) were both a zero embedding, and fine-tuned from a pose-free model nothing
+    told them apart. With the presence flag they are different condition inputs at init, and the
+    condition map's flag column gets a gradient on the first step."""
+    from dataclasses import replace
 
+    from floatalk.config import preset
+    from floatalk.models.fmt import FlowMatchingTransformer
+    from floatalk.train.fmt import with_new_conditions
+    from floatalk.weights import load_state_strict
+
+    cfg = preset("tiny").fmt
+    torch.manual_seed(0)
+    old = FlowMatchingTransformer(cfg)
+    for p in old.parameters():
+        p.data.normal_(0, 0.2)
+    posed = FlowMatchingTransformer(replace(cfg, pose_dim=6))  # default init, as training starts
+    load_state_strict(posed, with_new_conditions(posed, old.state_dict()), "pose-free")
+    b, n = 2, cfg.sequence_frames
+    still_emb = posed.pose_embedder(torch.zeros(1, n, 6))
+    null_emb = posed.pose_embedder(torch.full((1, n, 6), float("nan")))
+    assert (still_emb - null_emb).abs().max() >= 1.0  # the flag
+    args = _window_inputs(cfg, b)
+    posed(**args, pose=torch.zeros(b, n, 6)).square().mean().backward()
+    assert posed.c_embedder.weight.grad[:, -1].abs().max() > 0
+
+
+def test_pose_models_saved_before_the_presence_flag_convert_exactly():
+    """An older save (no flag column in c_embedder; the null pose a vector ``pose_embedder.null``,
+    missing in the oldest) loads strictly and gives the condition map's old output for a pose, a
+    still head and the null pose."""
     from floatalk.models.fmt import FlowMatchingTransformer
     from floatalk.weights import load_state_strict
 
-    cfg, fmt, args = _random_pose_model(pose_mean=0.0)
+    cfg, fmt, args = _random_pose_model(pose_mean=0.5)
     b, n = 2, cfg.sequence_frames
-    still, free = fmt(**args, pose=torch.zeros(b, n, 6)), fmt(**args)
-    assert (still - free).abs().max() > 1e-3
-    embedder = fmt.pose_embedder
-    nan = torch.full((1, 1, 6), float("nan"))
-    torch.testing.assert_close(embedder(nan)[0, 0], embedder.null.detach())
-    torch.testing.assert_close(embedder(torch.zeros(1, 1, 6))[0, 0], embedder.proj.bias.detach())
-    # a save without the null (before it existed): its null was a fixed zero
-    old = {k: v for k, v in fmt.state_dict().items() if k != "pose_embedder.null"}
-    again = FlowMatchingTransformer(cfg)
-    load_state_strict(again, old, "an older save")
-    assert torch.equal(again.pose_embedder.null.detach(), torch.zeros(6))
-    fmt.pose_embedder.null.data.zero_()
-    torch.testing.assert_close(again(**args), fmt(**args))
+    state = fmt.state_dict()
+    weight, bias = state["c_embedder.weight"][:, :-1], state["c_embedder.bias"]  # the old layout
+    proj_w, proj_b = state["pose_embedder.proj.weight"], state["pose_embedder.proj.bias"]
+    null = torch.randn(6)
+    for saved_null in (null, None):
+        older = {**state, "c_embedder.weight": weight.clone()}
+        if saved_null is not None:
+            older["pose_embedder.null"] = saved_null
+        again = FlowMatchingTransformer(cfg)
+        load_state_strict(again, older, "an older save")
+        seen = []
+        hook = again.c_embedder.register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
+        pose = torch.randn(b, n, 6)
+        pose[:, :4] = float("nan")  # the null pose
+        pose[:, 4:8] = 0.0  # a still head
+        again(**args, pose=pose)
+        hook.remove()
+        inputs, output = seen[0]
+        base = inputs[..., : weight.shape[1] - 6]
+        normalised = (pose - 0.5) / 2.0
+        old_emb = torch.where(
+            torch.isfinite(pose),
+            normalised @ proj_w.T + proj_b,
+            (null if saved_null is not None else torch.zeros(6)).expand(b, n, 6),
+        )
+        expected = torch.cat([base, old_emb], dim=-1) @ weight.T + bias
+        torch.testing.assert_close(output, expected)
 
 
 def test_cross_source_windows_take_the_source_frame_from_another_clip_of_the_same_person(tmp_path):

@@ -18,8 +18,8 @@ drives frame-wise adaLN-Zero (shift, scale, gate) in every block; attention is b
 The output is a velocity for all L'+L frames (the sampler uses the last L).
 
 Extensions, all off in the released model (FMTConfig): the pose condition (`pose_dim` > 0), the
-head's displacement p from the source frame's pose, Emb_p(p) = Linear((p - mean) / std), a learned
-vector for a frame whose pose is NaN (the null pose of condition dropout and pose-free sampling); the
+head's displacement p from the source frame's pose, Emb_p(p) = [Linear((p - mean) / std), 1], and
+[0, 0] for a frame whose pose is NaN (the null pose of condition dropout and pose-free sampling); the
 cross-attention predictor (`predictor="cross-attention"`, Table 3), whose blocks attend over the
 frames and their condition tokens at once (nn.attention.BandedContextAttention) instead of adaLN.
 Under a diffusion process (`process`) the same network predicts ε or x0 instead of a velocity.
@@ -113,14 +113,16 @@ class ContextBlock(nn.Module):
 
 
 class PoseEmbed(nn.Module):
-    """Emb_p(p) = Linear((p - mean) / std); a learned vector ``null`` for a frame whose pose is NaN.
+    """Emb_p(p) = [Linear((p - mean) / std), 1] for a frame with a pose, [0, 0] for a NaN frame.
 
-    p is the head's displacement from the source frame's pose (6 numbers per frame, see FMTConfig).
-    The null pose (condition dropout, pose-free sampling: the model's own head motion) has its own
-    learned embedding, so that it differs from a still head (p = 0, whose embedding is the
-    projection's bias); with a fixed zero for the null, the two were almost the same input and
-    ``--still-head`` gave the free head motion. ``null`` starts at zero, and weights saved before it
-    existed load with it at zero (their behaviour).
+    p is the head's displacement from the source frame's pose (6 numbers per frame, see FMTConfig);
+    the output has P + 1 channels, the last one saying whether the frame has a pose.
+    The null pose (condition dropout, pose-free sampling: the model's own head motion) must differ
+    from a still head (p = 0). An earlier version gave the null a learned vector instead of the flag:
+    under the DiT init (zero biases) the null and Emb_p(0) were both exactly zero, and a model
+    fine-tuned from a pose-free one (whose pose columns start at zero) got no gradient that told them
+    apart, so ``--still-head`` gave the free head motion. The flag separates them whatever the
+    weights, and its column of the condition map learns from the first step.
     The author's hint for "A + 3DPose" is Linear(6->6) + LayerNorm; a LayerNorm over the 6 numbers
     of one frame would keep only their direction and lose how far the head turned (a still head,
     p = 0, would be undefined), so each channel is standardised with the training data's
@@ -132,14 +134,14 @@ class PoseEmbed(nn.Module):
         self.register_buffer("mean", torch.tensor(mean or (0.0,) * pose_dim), persistent=False)
         self.register_buffer("std", torch.tensor(std or (1.0,) * pose_dim), persistent=False)
         self.proj = nn.Linear(pose_dim, pose_dim)
-        self.null = nn.Parameter(torch.zeros(pose_dim))
 
     def forward(self, pose: Tensor) -> Tensor:
-        """pose: (B, N, P), NaN rows for no pose -> (B, N, P)."""
+        """pose: (B, N, P), NaN rows for no pose -> (B, N, P + 1)."""
         present = torch.isfinite(pose).all(dim=-1, keepdim=True)  # (B, N, 1)
         normalised = (pose - self.mean.to(pose.dtype)) / self.std.to(pose.dtype)
         embedded = self.proj(torch.where(present, normalised, 0.0))
-        return torch.where(present, embedded, self.null.to(embedded.dtype))
+        flag = present.to(embedded.dtype)
+        return torch.cat([embedded * flag, flag], dim=-1)
 
 
 class ContextOutputLayer(nn.Module):
@@ -187,7 +189,8 @@ class FlowMatchingTransformer(nn.Module):
         self.t_embedder = TimestepEmbedder(h, config.timestep_dim)
         if config.pose_dim:
             self.pose_embedder = PoseEmbed(config.pose_dim, config.pose_mean, config.pose_std)
-        cond_dim = config.latent_dim + config.audio_dim + config.num_emotions + config.pose_dim
+        pose_channels = config.pose_dim + 1 if config.pose_dim else 0  # Emb_p(p) and its presence flag
+        cond_dim = config.latent_dim + config.audio_dim + config.num_emotions + pose_channels
         self.c_embedder = nn.Linear(cond_dim, h)
         block = FMTBlock if config.predictor == "adaln" else ContextBlock
         self.blocks = nn.ModuleList(
@@ -224,18 +227,23 @@ class FlowMatchingTransformer(nn.Module):
     def upgrade_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A state dict saved by an earlier version, in this version's names (used by strict loads).
 
-        Pose models saved before the learned null pose get ``pose_embedder.null`` = 0, which is what
-        their null pose was.
+        Pose models saved before the presence flag (PoseEmbed) had no flag column in c_embedder and a
+        vector ``pose_embedder.null`` (zero before it was learned) for the null pose. They convert
+        exactly: with W_p the pose columns, the flag column is -W_p null and the bias gains W_p null,
+        so a frame with a pose gets W_p Emb_p(p) + b and the null pose W_p null + b, as before.
         """
         state = dict(state)
-        if (
-            self.config.pose_dim
-            and "pose_embedder.proj.weight" in state
-            and "pose_embedder.null" not in state
-        ):
-            state["pose_embedder.null"] = torch.zeros(
-                self.config.pose_dim, dtype=state["pose_embedder.proj.weight"].dtype
-            )
+        null = state.pop("pose_embedder.null", None)
+        key = "c_embedder.weight"
+        if self.config.pose_dim and "pose_embedder.proj.weight" in state and key in state:
+            weight = state[key]
+            if weight.shape[1] == self.c_embedder.in_features - 1:
+                pose_columns = weight[:, -self.config.pose_dim :]
+                if null is None:
+                    null = weight.new_zeros(self.config.pose_dim)
+                shift = pose_columns @ null.to(weight.dtype)
+                state[key] = torch.cat([weight, -shift[:, None]], dim=1)
+                state["c_embedder.bias"] = state["c_embedder.bias"] + shift
         return state
 
     def forward(
@@ -279,7 +287,7 @@ class FlowMatchingTransformer(nn.Module):
         if self.config.pose_dim:
             if pose is None:
                 pose = a.new_full((a.shape[0], n, self.config.pose_dim), float("nan"))
-            parts.append(self.pose_embedder(pose.to(a.dtype)).expand(a.shape[0], -1, -1))  # (B, N, P)
+            parts.append(self.pose_embedder(pose.to(a.dtype)).expand(a.shape[0], -1, -1))  # (B, N, P+1)
         elif pose is not None:
             raise ValueError("this FMT was built without a pose condition (pose_dim = 0); pass pose=None")
         c = self.c_embedder(torch.cat(parts, dim=-1)) + t_emb  # (B, N, h)

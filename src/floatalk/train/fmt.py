@@ -286,8 +286,8 @@ def _collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 def with_new_conditions(fmt: FlowMatchingTransformer, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """A fine-tuning start for a transformer that adds the pose condition to a model trained without it.
 
-    The pose enters the condition map c_embedder as its last input columns; they start at zero and
-    the pose embedder at its initialisation, so the new model begins exactly as the old one (which
+    The pose (P channels and its presence flag, PoseEmbed) enters the condition map c_embedder as its
+    last input columns; they start at zero and the pose embedder at its initialisation, so the new model begins exactly as the old one (which
     the old model's weights then continue from). Any other difference is left for the strict load to
     report.
     """
@@ -296,7 +296,7 @@ def with_new_conditions(fmt: FlowMatchingTransformer, state: dict[str, Tensor]) 
     if key in state and key in own and state[key].shape[1] < own[key].shape[1] and fmt.config.pose_dim:
         old = state[key]
         extra = own[key].shape[1] - old.shape[1]
-        if extra == fmt.config.pose_dim and old.shape[0] == own[key].shape[0]:
+        if extra == fmt.config.pose_dim + 1 and old.shape[0] == own[key].shape[0]:
             state = dict(state)
             state[key] = torch.cat([old, old.new_zeros(old.shape[0], extra)], dim=1)
             for name, value in own.items():
