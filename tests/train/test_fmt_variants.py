@@ -335,8 +335,8 @@ def test_pose_models_saved_before_the_presence_flag_convert_exactly():
             older["pose_embedder.null"] = saved_null
         again = FlowMatchingTransformer(cfg)
         load_state_strict(again, older, "an older save")
-        seen = []
-        hook = again.c_embedder.register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
+        seen: list = []
+        hook = again.c_embedder.register_forward_hook(lambda m, i, o, seen=seen: seen.append((i[0], o)))
         pose = torch.randn(b, n, 6)
         pose[:, :4] = float("nan")  # the null pose
         pose[:, 4:8] = 0.0  # a still head

@@ -287,9 +287,9 @@ def with_new_conditions(fmt: FlowMatchingTransformer, state: dict[str, Tensor]) 
     """A fine-tuning start for a transformer that adds the pose condition to a model trained without it.
 
     The pose (P channels and its presence flag, PoseEmbed) enters the condition map c_embedder as its
-    last input columns; they start at zero and the pose embedder at its initialisation, so the new model begins exactly as the old one (which
-    the old model's weights then continue from). Any other difference is left for the strict load to
-    report.
+    last input columns; they start at zero and the pose embedder at its initialisation, so the new
+    model begins exactly as the old one (which the old model's weights then continue from). Any other
+    difference is left for the strict load to report.
     """
     own = fmt.state_dict()
     key = "c_embedder.weight"
