@@ -224,6 +224,7 @@ def _prepare_synthetic(args: argparse.Namespace, out_dir: str) -> int:
         "test_fraction": args.test_fraction,
         "morphs": args.morphs,
         "still_heads": args.still_heads,
+        "emotion_plan": args.emotion_plan,
     }
     try:
         config = SyntheticConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -844,7 +845,8 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare",
         help="talking-face videos -> a training dataset (25 fps face crops, 16 kHz audio, tracks)",
         usage="floatalk prepare [options] SRC_DIR OUT_DIR\n"
-        "       floatalk prepare --synthetic OUT_DIR [--num-clips N] [--size S] [--seed K] [--morphs P]",
+        "       floatalk prepare --synthetic OUT_DIR [--num-clips N] [--size S] [--seed K] [--morphs P]\n"
+        "                [--still-heads P] [--emotion-plan balanced|cycled]",
         description="Prepare every video under SRC_DIR (recursively) into the dataset folder OUT_DIR: "
         "25 fps face crops with the inference crop geometry on a smoothed face track, 16 kHz mono audio "
         "and facial component boxes. Resumable: clips already in OUT_DIR are kept. "
@@ -866,6 +868,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="P",
         help="--synthetic: share of train clips whose head is held at one pose (default 0)",
+    )
+    prep.add_argument(
+        "--emotion-plan",
+        choices=("balanced", "cycled"),
+        help="--synthetic: how clips get their emotion: balanced (default; each portrait shows several) "
+        "or cycled (datasets prepared before 2026-12-04, one emotion per portrait)",
     )
     prep.add_argument("--workers", type=int, help="parallel processes (default min(4, CPU cores))")
     prep.add_argument(

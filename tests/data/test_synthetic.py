@@ -91,6 +91,31 @@ def test_plan_splits_never_share_speech() -> None:
     assert syn.plan_clips(syn.SyntheticConfig(num_clips=1, test_fraction=0.5))[0].split == "train"
 
 
+def test_balanced_emotions_are_not_tied_to_the_portrait() -> None:
+    """Regression: with 15 train portraits and 5 emotions both cycled with the clip index, every
+    portrait always had one emotion, so the label told a model nothing the source frame did not (the
+    emotion timeline of v3-v6 failed). The balanced plan gives each portrait several emotions, each
+    emotion an equal share, and leaves the rest of the plan as it was."""
+    from collections import Counter, defaultdict
+
+    cfg = syn.SyntheticConfig(num_clips=200, test_fraction=0.06, morphs=0.5)
+    plans, cycled = syn.plan_clips(cfg), syn.plan_clips(dataclasses.replace(cfg, emotion_plan="cycled"))
+    strip = [(p.portrait, p.speech, p.split) for p in plans]
+    assert strip == [(p.portrait, p.speech, p.split) for p in cycled]
+    for plan_list, tied in ((cycled, True), (plans, False)):
+        seen = defaultdict(set)
+        for p in plan_list:
+            if p.split == "train" and "~" not in p.portrait:  # the 15 real train portraits
+                seen[p.portrait].add(p.emotion)
+        assert len(seen) == 15
+        assert all(len(e) == 1 for e in seen.values()) == tied
+    assert min(len(e) for e in seen.values()) >= 2
+    counts = Counter(p.emotion for p in plans)
+    assert set(counts) == set(syn.EMOTIONS) and max(counts.values()) - min(counts.values()) <= 1
+    with pytest.raises(ValueError, match="emotion_plan"):
+        syn.SyntheticConfig(emotion_plan="random")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------------------

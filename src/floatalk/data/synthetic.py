@@ -114,6 +114,8 @@ FPS = 25
 SAMPLE_RATE = 16000
 #: Emotion labels used by the synthetic world (a subset of :data:`floatalk.config.EMOTION_LABELS`).
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "surprise")
+#: How clips are given their emotion (SyntheticConfig.emotion_plan).
+EMOTION_PLANS: tuple[str, ...] = ("balanced", "cycled")
 #: Columns of the ``pose`` track.
 POSE_COLUMNS: tuple[str, ...] = ("roll_deg", "yaw_deg", "pitch_deg", "tx", "ty", "scale")
 #: Names of the arrays in ``tracks.npz``.
@@ -172,6 +174,11 @@ class SyntheticConfig:
     max_shift: float = 0.05  # translation, fraction of the frame side
     max_scale: float = 0.04  # relative zoom
     still_heads: float = 0.0  # share of train clips whose head is held at one pose (mouth, eyes move)
+    # How clips get their emotion: "balanced" (each emotion on an equal share of the clips, shuffled
+    # apart from the portraits, so a portrait shows several emotions) or "cycled" (datasets prepared
+    # before 2026-12-04: the emotions cycled with the clip index beside the portraits, so with 15 train
+    # portraits, a multiple of the 5 emotions, each portrait always had the same emotion).
+    emotion_plan: str = "balanced"
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 16:
@@ -200,6 +207,8 @@ class SyntheticConfig:
             raise ValueError(f"gain_db must be (lo, hi) with lo <= hi, got {self.gain_db!r}")
         if not 0.0 <= self.still_heads <= 1.0:
             raise ValueError(f"still_heads must be in [0, 1], got {self.still_heads!r}")
+        if self.emotion_plan not in EMOTION_PLANS:
+            raise ValueError(f"emotion_plan must be one of {EMOTION_PLANS}, got {self.emotion_plan!r}")
         if not 0.0 <= self.max_mouth_open <= 1.0:
             raise ValueError(f"max_mouth_open must be in [0, 1], got {self.max_mouth_open!r}")
         if self.mouth_lag_frames < 0:
@@ -994,8 +1003,11 @@ def plan_clips(config: SyntheticConfig) -> list[ClipPlan]:
     train clips use only the others. Likewise portraits: held-out (``test``) portraits appear only in
     test clips (when the selection has none, test clips reuse the train portraits, with unseen speech).
     A share ``config.morphs`` of train clips animates a morph of two train portraits
-    (:mod:`floatalk.data.morph`). Portraits, speech clips and emotions are cycled in seed-dependent
-    orders so that each is used about equally often.
+    (:mod:`floatalk.data.morph`). Portraits and speech clips are cycled in seed-dependent orders so
+    that each is used about equally often. Emotions ("balanced" plan) are an equal share of the clips
+    in a shuffled order of their own, so a portrait shows several; the "cycled" plan of older datasets
+    cycled them with the clip index, which pairs every portrait with one emotion when the number of
+    portraits is a multiple of the number of emotions.
     """
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x5E7]))
     chosen = load_portraits(config.portraits)
@@ -1011,6 +1023,9 @@ def plan_clips(config: SyntheticConfig) -> list[ClipPlan]:
     extra = np.random.default_rng(np.random.SeedSequence([config.seed, 0x5E8]))
     t_order = [held_out[i] for i in extra.permutation(len(held_out))]
     n_test = _num_test(config)
+    # a third stream, so that the portraits, speech and morphs of a plan do not depend on emotion_plan
+    e_stream = np.random.default_rng(np.random.SeedSequence([config.seed, 0xE307]))
+    balanced = e_stream.permutation(np.arange(config.num_clips) % len(EMOTIONS))
     plans = []
     counts = {"train": 0, "test": 0}
     for i in range(config.num_clips):
@@ -1035,10 +1050,19 @@ def plan_clips(config: SyntheticConfig) -> list[ClipPlan]:
                 split=split,
                 portrait=portrait,
                 speech=s_order[split][k % len(s_order[split])],
-                emotion=e_order[i % len(e_order)] if config.emotions else "neutral",
+                emotion=_plan_emotion(config, i, e_order, balanced),
             )
         )
     return plans
+
+
+def _plan_emotion(config: SyntheticConfig, i: int, cycled: list[str], balanced: np.ndarray) -> str:
+    """Clip i's emotion under config.emotion_plan (see plan_clips)."""
+    if not config.emotions:
+        return "neutral"
+    if config.emotion_plan == "cycled":
+        return cycled[i % len(cycled)]
+    return EMOTIONS[int(balanced[i])]
 
 
 def _smooth_curve(
