@@ -217,3 +217,12 @@ def test_augmented_pairs_train(data, tmp_path):
     out = tmp_path / "aug"
     assert train(data, out, "train.max_steps=4", "augment.enabled=true") == 0
     assert all(np.isfinite(m["l1"]) for m in metrics(out))
+
+
+def test_cross_clip_pairs_train_and_a_bad_share_is_one_line(data, tmp_path, capsys):
+    out = tmp_path / "cross"
+    assert train(data, out, "train.max_steps=2", "cross_clip=0.5") == 0
+    assert all(np.isfinite(m["l1"]) for m in metrics(out))
+    assert train(data, tmp_path / "bad", "train.max_steps=2", "cross_clip=2") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cross_clip" in err

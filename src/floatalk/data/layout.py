@@ -41,6 +41,7 @@ __all__ = [
     "commit_clip",
     "frame_path",
     "list_clips",
+    "person_of",
     "read_audio",
     "read_dataset_info",
     "read_frame",
@@ -237,3 +238,8 @@ def read_tracks(clip: Path) -> dict[str, np.ndarray]:
         return {}
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
+
+
+def person_of(meta: ClipMeta) -> str:
+    """Who a clip shows: a synthetic clip's portrait, else the source video it was cut from."""
+    return str(meta.extra.get("portrait") or meta.source or meta.clip_id)

@@ -1,8 +1,9 @@
 """Training samples from a prepared dataset: clip scanning with clear reports, and stage-1 frame pairs.
 
 Stage 1 (the motion auto-encoder) learns to turn a *source* frame into a *driving* frame of the same
-clip; :class:`FramePairs` serves such pairs with the eye and mouth boxes of the driving frame for
-the facial-component losses.
+clip, or (``cross_clip``) a source frame of another clip of the same person into the driving frame;
+:class:`FramePairs` serves such pairs with the eye and mouth boxes of the driving frame for the
+facial-component losses.
 
 Every sample is a pure function of (seed, index): the dataset is a long "virtual" list of
 ``samples_per_epoch`` items whose order the training sampler shuffles per epoch, so a resumed run
@@ -20,7 +21,15 @@ import torch
 from torch.utils.data import Dataset
 
 from floatalk.data.augment import PairAugmentation, augment_pair
-from floatalk.data.layout import ClipMeta, clip_dir, frame_path, list_clips, read_dataset_info, read_frame
+from floatalk.data.layout import (
+    ClipMeta,
+    clip_dir,
+    frame_path,
+    list_clips,
+    person_of,
+    read_dataset_info,
+    read_frame,
+)
 from floatalk.errors import InputError
 
 __all__ = ["COMPONENT_NAMES", "TEMPLATE_BOXES", "ClipScan", "FramePairs", "scan_clips"]
@@ -98,7 +107,12 @@ class FramePairs(Dataset):
     ``"clip": int}``. Clips are visited evenly (item i uses clip ``i % num_clips``); the two frames
     are drawn from ``numpy.random.default_rng((seed, i))``. With ``augment`` enabled, one random change
     of appearance (:mod:`floatalk.data.augment`, drawn from ``default_rng((seed, i, 1))``) is applied to
-    both frames and the boxes. A frame that cannot be read at run time
+    both frames and the boxes. With ``cross_clip`` p > 0, a share p of the items (where the person has
+    another clip, :func:`~floatalk.data.layout.person_of`) take the source frame from another clip of
+    the same person: within one clip the expression (and in a world of one emotion per clip, the
+    emotion) never changes between source and driving, so an auto-encoder trained on such pairs only
+    learns to keep the source's expression, and no stage-2 condition can then change it. A frame
+    that cannot be read at run time
     (a file corrupted after the scan) is replaced by another sample, with a warning.
     """
 
@@ -111,7 +125,10 @@ class FramePairs(Dataset):
         seed: int = 0,
         scan: ClipScan | None = None,
         augment: PairAugmentation | None = None,
+        cross_clip: float = 0.0,
     ) -> None:
+        if not 0.0 <= cross_clip <= 1.0:
+            raise ValueError(f"cross_clip must be in [0, 1], got {cross_clip}")
         self.scan = scan if scan is not None else scan_clips(root, split, min_frames=2)
         self.root = Path(root)
         self.size = int(size)
@@ -120,6 +137,11 @@ class FramePairs(Dataset):
         self.samples_per_epoch = int(samples_per_epoch or 100 * len(self.clips))
         self._boxes: dict[int, np.ndarray] = {}
         self.augment = augment if augment is not None else PairAugmentation()
+        self.cross_clip = float(cross_clip)
+        people: dict[str, list[int]] = {}
+        for k, meta in enumerate(self.clips):
+            people.setdefault(person_of(meta), []).append(k)
+        self._others = [[j for j in people[person_of(m)] if j != k] for k, m in enumerate(self.clips)]
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -140,22 +162,26 @@ class FramePairs(Dataset):
             self._boxes[k] = boxes
         return self._boxes[k]
 
-    def pick(self, index: int) -> tuple[int, int, int]:
-        """(clip, source frame, driving frame) of item `index`."""
+    def pick(self, index: int) -> tuple[int, int, int, int]:
+        """(driving clip, source clip, source frame, driving frame) of item `index`."""
         k = index % len(self.clips)
         rng = np.random.default_rng((self.seed, index))
         n = self.clips[k].num_frames
         src, drv = rng.choice(n, size=2, replace=False)
-        return k, int(src), int(drv)
+        if self.cross_clip > 0:  # its own stream: pairs without cross_clip stay what they were
+            extra = np.random.default_rng((self.seed, index, 2))
+            if self._others[k] and extra.random() < self.cross_clip:
+                j = self._others[k][int(extra.integers(len(self._others[k])))]
+                return k, j, int(extra.integers(self.clips[j].num_frames)), int(drv)
+        return k, k, int(src), int(drv)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         for attempt in range(8):
-            k, src, drv = self.pick((index + attempt * 7919) % self.samples_per_epoch)
-            meta = self.clips[k]
-            folder = clip_dir(self.root, meta.clip_id)
+            k, j, src, drv = self.pick((index + attempt * 7919) % self.samples_per_epoch)
+            meta, donor = self.clips[k], self.clips[j]
             try:
-                source = read_frame(folder, src, meta.frame_format)
-                driving = read_frame(folder, drv, meta.frame_format)
+                source = read_frame(clip_dir(self.root, donor.clip_id), src, donor.frame_format)
+                driving = read_frame(clip_dir(self.root, meta.clip_id), drv, meta.frame_format)
             except (OSError, ValueError) as e:
                 warnings.warn(f"skipping unreadable frame of clip {meta.clip_id}: {e}", stacklevel=2)
                 continue

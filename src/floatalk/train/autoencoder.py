@@ -89,6 +89,9 @@ class AutoencoderTrainConfig:
     flow_init: str = "identity"  # "identity": flow heads start at zero (identity warp); "random"
     augment: PairAugmentation = field(default_factory=PairAugmentation)  # shared look change per pair
     init_from: str | None = None  # weights folder or stage-1 run whose auto-encoder starts a new run
+    # share of pairs whose source frame comes from another clip of the same person (FramePairs): the
+    # expression then differs between source and driving, so the motion latent has to carry it
+    cross_clip: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.d_lr <= 0:
@@ -97,6 +100,8 @@ class AutoencoderTrainConfig:
             raise ValueError("component_l1, laplacian_l1 and adversarial_start must be >= 0")
         if self.component_crop < 8 or self.component_crop % 4:
             raise ValueError("component_crop must be a multiple of 4 and >= 8")
+        if not 0.0 <= self.cross_clip <= 1.0:
+            raise ValueError(f"cross_clip must be in [0, 1], got {self.cross_clip}")
         if self.flow_init not in ("identity", "random"):
             raise ValueError(f"flow_init must be 'identity' or 'random', got {self.flow_init!r}")
 
@@ -312,6 +317,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig):
         samples_per_epoch=cfg.samples_per_epoch,
         seed=cfg.train.seed,
         augment=cfg.augment,
+        cross_clip=cfg.cross_clip,
     )
     preview = None
     if cfg.preview_pairs > 0:

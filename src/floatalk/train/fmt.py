@@ -194,7 +194,7 @@ class MotionWindows(Dataset):
     ) -> None:
         from ..data.driving import load_driving_track
         from ..data.features import load_clip_features
-        from ..data.layout import clip_dir, read_audio
+        from ..data.layout import clip_dir, person_of, read_audio
 
         self.window, self.frontend, self.seed, self.context = window, frontend, int(seed), context
         self.spf = samples_per_frame
@@ -267,11 +267,6 @@ class MotionWindows(Dataset):
             seg[lo - first * self.spf : hi - first * self.spf] = wave[lo:hi]
             out["waveform"] = seg
         return out
-
-
-def person_of(meta) -> str:
-    """Who a clip shows: a synthetic clip's portrait, else the source video it was cut from."""
-    return str(meta.extra.get("portrait") or meta.source or meta.clip_id)
 
 
 def _collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
