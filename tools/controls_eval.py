@@ -156,8 +156,13 @@ def print_table(title: str, runs, rows, extra_rows) -> None:
         print(f"| {name} | | | | | | | " + " | ".join(f"{v:.2f}" for v in std) + " | |")
 
 
-def world_still_floor(size: int, num_clips: int = 4) -> np.ndarray:
-    """Mean std of the world reader's yaw / pitch / roll on the world rendered with the head held still."""
+def world_still_floor(size: int, num_clips: int = 4, motion_ae=None) -> np.ndarray:
+    """Mean std of the world reader's yaw / pitch / roll on the world rendered with the head held still.
+
+    With `motion_ae`, on those frames rebuilt by that stage-1 auto-encoder (source = the first frame,
+    driving = every frame): the smallest head motion a still head decoded by it can show, whatever
+    stage 2 does (the stage-1 floor).
+    """
     from floatalk.data.synthetic import SyntheticConfig, plan_clips, render_clip
     from floatalk.evaluate.world_reader import WorldReader
 
@@ -165,8 +170,13 @@ def world_still_floor(size: int, num_clips: int = 4) -> np.ndarray:
     config = SyntheticConfig(size=size, num_clips=num_clips, seed=5, **still)
     stds = []
     for i, plan in enumerate(plan_clips(config)):
-        clip = render_clip(config, i, plan)
-        stds.append(WorldReader(plan.portrait, size, config.max_mouth_open).read(clip.frames).angles.std(0))
+        frames = render_clip(config, i, plan).frames
+        if motion_ae is not None:
+            x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+            with torch.no_grad():
+                rec = motion_ae.decode(motion_ae.encode_source(x[:1]), motion_ae.encode_motion(x))
+            frames = rec.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        stds.append(WorldReader(plan.portrait, size, config.max_mouth_open).read(frames).angles.std(0))
     return np.mean(stds, 0)
 
 
@@ -251,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         [
             ("the test clips themselves (ground truth)", world_real),
             ("measurement floor (world, head held still)", world_still_floor(clips[0][1].shape[1])),
+            (
+                "stage-1 floor (that still world rebuilt by the pose model's auto-encoder)",
+                world_still_floor(clips[0][1].shape[1], motion_ae=posed.model.motion_ae.float().cpu()),
+            ),
         ],
     )
     print("\nmean fit residual (0..255): " + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in residuals.items()))
