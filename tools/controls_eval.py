@@ -172,10 +172,9 @@ def world_still_floor(size: int, num_clips: int = 4, motion_ae=None) -> np.ndarr
     for i, plan in enumerate(plan_clips(config)):
         frames = render_clip(config, i, plan).frames
         if motion_ae is not None:
-            x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
-            with torch.no_grad():
-                rec = motion_ae.decode(motion_ae.encode_source(x[:1]), motion_ae.encode_motion(x))
-            frames = rec.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            from expression_transfer import rebuilt  # tools/, beside this script
+
+            frames = rebuilt(motion_ae, frames[0], frames)
         stds.append(WorldReader(plan.portrait, size, config.max_mouth_open).read(frames).angles.std(0))
     return np.mean(stds, 0)
 
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             ("measurement floor (world, head held still)", world_still_floor(clips[0][1].shape[1])),
             (
                 "stage-1 floor (that still world rebuilt by the pose model's auto-encoder)",
-                world_still_floor(clips[0][1].shape[1], motion_ae=posed.model.motion_ae.float().cpu()),
+                world_still_floor(clips[0][1].shape[1], motion_ae=posed.model.motion_ae),
             ),
         ],
     )

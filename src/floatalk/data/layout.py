@@ -48,6 +48,7 @@ __all__ = [
     "read_frames",
     "read_meta",
     "read_tracks",
+    "same_person_clips",
     "staging_dir",
     "write_audio",
     "write_dataset_info",
@@ -243,3 +244,11 @@ def read_tracks(clip: Path) -> dict[str, np.ndarray]:
 def person_of(meta: ClipMeta) -> str:
     """Who a clip shows: a synthetic clip's portrait, else the source video it was cut from."""
     return str(meta.extra.get("portrait") or meta.source or meta.clip_id)
+
+
+def same_person_clips(clips: list[ClipMeta]) -> list[list[int]]:
+    """For each clip of `clips`, the indices of the other clips that show the same person."""
+    people: dict[str, list[int]] = {}
+    for k, meta in enumerate(clips):
+        people.setdefault(person_of(meta), []).append(k)
+    return [[j for j in people[person_of(meta)] if j != k] for k, meta in enumerate(clips)]

@@ -26,9 +26,9 @@ from floatalk.data.layout import (
     clip_dir,
     frame_path,
     list_clips,
-    person_of,
     read_dataset_info,
     read_frame,
+    same_person_clips,
 )
 from floatalk.errors import InputError
 
@@ -112,8 +112,8 @@ class FramePairs(Dataset):
     the same person: within one clip the expression (and in a world of one emotion per clip, the
     emotion) never changes between source and driving, so an auto-encoder trained on such pairs only
     learns to keep the source's expression, and no stage-2 condition can then change it. A frame
-    that cannot be read at run time
-    (a file corrupted after the scan) is replaced by another sample, with a warning.
+    that cannot be read at run time (a file corrupted after the scan) is replaced by another sample,
+    with a warning.
     """
 
     def __init__(
@@ -138,10 +138,7 @@ class FramePairs(Dataset):
         self._boxes: dict[int, np.ndarray] = {}
         self.augment = augment if augment is not None else PairAugmentation()
         self.cross_clip = float(cross_clip)
-        people: dict[str, list[int]] = {}
-        for k, meta in enumerate(self.clips):
-            people.setdefault(person_of(meta), []).append(k)
-        self._others = [[j for j in people[person_of(m)] if j != k] for k, m in enumerate(self.clips)]
+        self._others = same_person_clips(self.clips)
 
     def __len__(self) -> int:
         return self.samples_per_epoch

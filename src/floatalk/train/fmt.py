@@ -170,9 +170,9 @@ class MotionWindows(Dataset):
     emotion of the window, (L'+L, E).
 
     With `cross_source` p > 0, a share p of the windows take their source frame from another clip of
-    the same person (:func:`person_of`), when there is one: the source then shows another emotion and
-    another pose than the window, so the emotion label and the pose are what tells the model where
-    the face goes (emotion redirection, a timeline), not the source frame.
+    the same person (:func:`~floatalk.data.layout.person_of`), when there is one: the source then
+    shows another emotion and another pose than the window, so the emotion label and the pose are
+    what tells the model where the face goes (emotion redirection, a timeline), not the source frame.
     """
 
     def __init__(
@@ -194,7 +194,7 @@ class MotionWindows(Dataset):
     ) -> None:
         from ..data.driving import load_driving_track
         from ..data.features import load_clip_features
-        from ..data.layout import clip_dir, person_of, read_audio
+        from ..data.layout import clip_dir, read_audio, same_person_clips
 
         self.window, self.frontend, self.seed, self.context = window, frontend, int(seed), context
         self.spf = samples_per_frame
@@ -225,10 +225,7 @@ class MotionWindows(Dataset):
             self.items.append(item)
         self.samples_per_epoch = int(samples_per_epoch or 200 * len(self.items))
         self.cross_source = float(cross_source)
-        people: dict[str, list[int]] = {}
-        for k, meta in enumerate(clips):
-            people.setdefault(person_of(meta), []).append(k)
-        self.others = [[j for j in people[person_of(meta)] if j != k] for k, meta in enumerate(clips)]
+        self.others = same_person_clips(clips)
 
     def __len__(self) -> int:
         return self.samples_per_epoch
