@@ -225,6 +225,7 @@ def _prepare_synthetic(args: argparse.Namespace, out_dir: str) -> int:
         "morphs": args.morphs,
         "still_heads": args.still_heads,
         "emotion_plan": args.emotion_plan,
+        "emotion_changes": args.emotion_changes,
     }
     try:
         config = SyntheticConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -846,7 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="talking-face videos -> a training dataset (25 fps face crops, 16 kHz audio, tracks)",
         usage="floatalk prepare [options] SRC_DIR OUT_DIR\n"
         "       floatalk prepare --synthetic OUT_DIR [--num-clips N] [--size S] [--seed K] [--morphs P]\n"
-        "                [--still-heads P] [--emotion-plan balanced|cycled]",
+        "                [--still-heads P] [--emotion-plan balanced|cycled] [--emotion-changes P]",
         description="Prepare every video under SRC_DIR (recursively) into the dataset folder OUT_DIR: "
         "25 fps face crops with the inference crop geometry on a smoothed face track, 16 kHz mono audio "
         "and facial component boxes. Resumable: clips already in OUT_DIR are kept. "
@@ -874,6 +875,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("balanced", "cycled"),
         help="--synthetic: how clips get their emotion: balanced (default; each portrait shows several) "
         "or cycled (datasets prepared before 2026-12-04, one emotion per portrait)",
+    )
+    prep.add_argument(
+        "--emotion-changes",
+        type=float,
+        metavar="P",
+        help="--synthetic: share of train clips whose expression changes to another emotion mid-clip "
+        "(default 0)",
     )
     prep.add_argument("--workers", type=int, help="parallel processes (default min(4, CPU cores))")
     prep.add_argument(

@@ -258,6 +258,42 @@ def test_still_heads_hold_one_pose_and_change_nothing_else() -> None:
         syn.SyntheticConfig(still_heads=1.5)
 
 
+def test_emotion_changes_move_the_expression_inside_a_clip_and_change_nothing_else() -> None:
+    """emotion_changes=1: every train clip goes from its emotion to another over a smooth transition.
+    Before the change the expression is that of the same world without changes, after it another
+    emotion's; the emotion_mix track says which, its rows sum to 1; the pose, blinks, the test clips
+    and (with changes=0) the whole world stay as before, without an emotion_mix track."""
+    plain = dataclasses.replace(SMALL, clip_seconds=(2.0, 2.4))
+    changing = dataclasses.replace(plain, emotion_changes=1.0)
+    assert "emotion_mix" not in syn.render_clip(plain, 0).tracks
+    for index in range(plain.num_clips):
+        a, b = syn.render_clip(changing, index), syn.render_clip(plain, index)
+        for name in ("pose", "blink"):
+            np.testing.assert_array_equal(a.tracks[name], b.tracks[name], err_msg=name)
+        mix = a.tracks["emotion_mix"]
+        np.testing.assert_allclose(mix.sum(1), 1.0, atol=1e-6)
+        first = syn.EMOTIONS.index(a.plan.emotion)
+        if a.plan.split == "test":
+            np.testing.assert_array_equal(a.frames, b.frames)
+            assert (mix[:, first] == 1).all() and "emotion_after" not in a.extra
+            continue
+        later = a.extra["emotion_after"]
+        assert later != a.plan.emotion and later in syn.EMOTIONS
+        switch = round(a.extra["emotion_change_seconds"] * syn.FPS)
+        half = round(syn.EMOTION_TRANSITION_SECONDS * syn.FPS / 2)
+        before, after = slice(0, switch - half - 1), slice(switch + half + 1, None)
+        assert (mix[before, first] == 1).all() and (mix[after, syn.EMOTIONS.index(later)] == 1).all()
+        assert np.all(np.diff(mix[:, syn.EMOTIONS.index(later)]) >= 0)  # one smooth change
+        for name in ("smile", "brow_raise", "brow_inner"):
+            np.testing.assert_array_equal(a.tracks[name][before], b.tracks[name][before], err_msg=name)
+        expression = np.stack([a.tracks[n] for n in ("smile", "brow_raise", "brow_inner")], 1)
+        assert syn.EMOTIONS[int(np.argmax(mix[-1]))] == later
+        assert np.abs(expression[after].mean(0) - expression[before].mean(0)).max() > 0.2
+        assert not np.array_equal(a.frames[after], b.frames[after])
+    with pytest.raises(ValueError, match="emotion_changes"):
+        syn.SyntheticConfig(emotion_changes=-0.1)
+
+
 def test_emotions_shape_the_face() -> None:
     portrait = syn.load_portraits(["biden"])[0]
     base = syn.render_frames(portrait, 64, neutral_tracks(1)).astype(int)

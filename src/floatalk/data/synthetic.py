@@ -44,6 +44,8 @@ name              shape      meaning
 ``left_eye_box``  (T, 4)     x0, y0, x1, y1 in output pixels (pixel i spans [i, i + 1)) of the eye on the
 ``right_eye_box``            image's left / right (the subject's right / left eye)
 ``mouth_box``     (T, 4)     the same for the mouth, large enough for its widest opening in the clip
+``emotion_mix``   (T, 5)     only with ``emotion_changes`` > 0: each frame's weight of each of
+                             :data:`EMOTIONS` (one-hot, blended during a change)
 ================  =========  ==========================================================================
 
 Everything is deterministic: a clip depends only on the config and its index, through numpy
@@ -179,6 +181,12 @@ class SyntheticConfig:
     # before 2026-12-04: the emotions cycled with the clip index beside the portraits, so with 15 train
     # portraits, a multiple of the 5 emotions, each portrait always had the same emotion).
     emotion_plan: str = "balanced"
+    # Share of train clips whose expression changes once inside the clip: from the clip's emotion to
+    # another one, over a smooth transition (EMOTION_TRANSITION_SECONDS) at a random time in the middle
+    # of the clip. Such clips add the ``emotion_mix`` track (every clip of the dataset then has it). A
+    # clip of one emotion never shows its expression move, so an auto-encoder trained on pairs of one
+    # clip keeps the source frame's expression; these clips show it move, like real talking videos.
+    emotion_changes: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 16:
@@ -209,6 +217,8 @@ class SyntheticConfig:
             raise ValueError(f"still_heads must be in [0, 1], got {self.still_heads!r}")
         if self.emotion_plan not in EMOTION_PLANS:
             raise ValueError(f"emotion_plan must be one of {EMOTION_PLANS}, got {self.emotion_plan!r}")
+        if not 0.0 <= self.emotion_changes <= 1.0:
+            raise ValueError(f"emotion_changes must be in [0, 1], got {self.emotion_changes!r}")
         if not 0.0 <= self.max_mouth_open <= 1.0:
             raise ValueError(f"max_mouth_open must be in [0, 1], got {self.max_mouth_open!r}")
         if self.mouth_lag_frames < 0:
@@ -1191,6 +1201,20 @@ def render_clip(config: SyntheticConfig, index: int, plan: ClipPlan | None = Non
     blink, blink_starts = _blinks(rng, t, T / FPS) if config.blinks else (np.zeros(T), [])
     tracks: dict[str, np.ndarray] = {"mouth_open": mouth, "pose": pose, "blink": blink}
     tracks.update(_emotion_curves(rng, plan.emotion, t))
+    change = _emotion_change(config, plan, index, t)
+    if change is not None:
+        later, _, weight, after = change
+        for name, curve in after.items():
+            tracks[name] = (1.0 - weight) * tracks[name] + weight * curve
+        calm = np.array([1.0 if e == "surprise" else _CALM_MOUTH for e in (plan.emotion, later)])
+        tracks["mouth_open"] = envelope * ((1.0 - weight) * calm[0] + weight * calm[1])
+    if config.emotion_changes > 0:
+        mix = np.zeros((T, len(EMOTIONS)))
+        mix[:, EMOTIONS.index(plan.emotion)] = 1.0
+        if change is not None:
+            mix[:, EMOTIONS.index(plan.emotion)] -= change[2]
+            mix[:, EMOTIONS.index(change[0])] += change[2]
+        tracks["emotion_mix"] = mix
     tracks = {k: np.asarray(v, dtype=np.float32) for k, v in tracks.items()}
     frames = render_frames(portrait, config.size, tracks, config.max_mouth_open, config.teeth)
     tracks.update(component_boxes(portrait, config.size, tracks, config.max_mouth_open))
@@ -1202,7 +1226,35 @@ def render_clip(config: SyntheticConfig, index: int, plan: ClipPlan | None = Non
         "pose_columns": list(POSE_COLUMNS),
         **info,
     }
-    return SyntheticClip(plan, frames, audio, {k: tracks[k] for k in TRACK_NAMES}, extra)
+    if change is not None:
+        extra["emotion_after"] = change[0]
+        extra["emotion_change_seconds"] = round(float(change[1]), 4)
+    names = TRACK_NAMES + (("emotion_mix",) if "emotion_mix" in tracks else ())
+    return SyntheticClip(plan, frames, audio, {k: tracks[k] for k in names}, extra)
+
+
+#: Length of an emotion change (SyntheticConfig.emotion_changes), seconds: a smoothstep from one
+#: emotion's expression to the other's.
+EMOTION_TRANSITION_SECONDS = 0.4
+
+
+def _emotion_change(
+    config: SyntheticConfig, plan: ClipPlan, index: int, t: np.ndarray
+) -> tuple[str, float, np.ndarray, dict[str, np.ndarray]] | None:
+    """Clip `index`'s emotion change: (later emotion, change time in s, (T,) weight of the later
+    emotion, the later emotion's expression curves), or None for a clip of one emotion."""
+    if plan.split != "train" or config.emotion_changes <= 0 or not config.emotions or len(t) == 0:
+        return None
+    # its own stream, so that the other clips and this clip's other tracks keep their plans
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xE40C, index]))
+    if rng.random() >= config.emotion_changes:
+        return None
+    others = [e for e in EMOTIONS if e != plan.emotion]
+    later = others[int(rng.integers(len(others)))]
+    duration = len(t) / FPS
+    switch_at = float(rng.uniform(0.3, 0.7)) * duration
+    u = np.clip((t - switch_at) / EMOTION_TRANSITION_SECONDS + 0.5, 0.0, 1.0)
+    return later, switch_at, u * u * (3.0 - 2.0 * u), _emotion_curves(rng, later, t)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1227,6 +1279,8 @@ def _check_existing(root: Path, config: SyntheticConfig) -> None:
         return
     info = read_dataset_info(root)
     previous = info.extra.get("config")
+    if isinstance(previous, dict):  # fields added since that dataset was written take their defaults
+        previous = {**SyntheticConfig().to_dict(), **previous}
     if info.source != "synthetic" or previous != config.to_dict():
         raise InputError(
             f"{str(root)!r} already holds a different dataset ({info.source}, config {previous}); "
@@ -1265,7 +1319,7 @@ def write_synthetic_dataset(
             source="synthetic",
             extra={
                 "config": config.to_dict(),
-                "tracks": list(TRACK_NAMES),
+                "tracks": list(TRACK_NAMES) + (["emotion_mix"] if config.emotion_changes > 0 else []),
                 "pose_columns": list(POSE_COLUMNS),
                 "emotions": list(EMOTIONS) if config.emotions else ["neutral"],
             },

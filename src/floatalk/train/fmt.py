@@ -46,6 +46,8 @@ __all__ = [
 TASK = "fmt"
 #: FMTTrainConfig.emotion_source values.
 EMOTION_SOURCES = ("clip", "image", "mixed")
+#: FMTTrainConfig.emotion_track values: where the frame-wise emotion comes from.
+EMOTION_TRACKS = ("image_emotion", "world_emotion")
 #: Where the head-pose condition of training comes from (FMTTrainConfig.pose_source).
 POSE_SOURCES = ("landmarker", "world")
 
@@ -104,12 +106,17 @@ class FMTTrainConfig:
     # With emotion_source "mixed": the share of windows that get the frame-wise image emotion (the
     # others get the clip's w_e on every frame).
     image_emotion_share: float = 0.5
+    # The frame-wise emotion of emotion_source "image" / "mixed": "image_emotion" (the facial-expression
+    # model) or "world_emotion" (a synthetic-world clip's ground-truth emotion per frame; data/driving.py).
+    emotion_track: str = "image_emotion"
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
         if self.emotion_source not in EMOTION_SOURCES:
             raise ValueError(f"emotion_source must be one of {EMOTION_SOURCES}, got {self.emotion_source!r}")
+        if self.emotion_track not in EMOTION_TRACKS:
+            raise ValueError(f"emotion_track must be one of {EMOTION_TRACKS}, got {self.emotion_track!r}")
         if self.pose_source not in POSE_SOURCES:
             raise ValueError(f"pose_source must be one of {POSE_SOURCES}, got {self.pose_source!r}")
         shares = ("drop_audio", "drop_reference", "drop_emotion", "drop_prev", "drop_pose", "cross_source")
@@ -451,9 +458,9 @@ def train_fmt(cfg: FMTTrainConfig):
                 )
                 cfg = dataclasses.replace(cfg, model=model)
         if cfg.emotion_source != "clip":
-            emotion_cache = track_cache_dir(cfg.data, "image_emotion")
+            emotion_cache = track_cache_dir(cfg.data, cfg.emotion_track)
             if D.is_main():
-                build_driving_tracks(cfg.data, scan.clips, "image_emotion")
+                build_driving_tracks(cfg.data, scan.clips, cfg.emotion_track)
             D.barrier()
     dataset = MotionWindows(
         cfg.data,
